@@ -1,0 +1,79 @@
+"""Typed command configs: a dataclass per command, loaded from YAML and overridden on the command line.
+
+One mechanism for every command: the fields of `--config FILE.yaml` (optional) become flags placed before
+the command line's own, and tyro parses them all, so YAML values are type-checked exactly like flags, a
+flag overrides the file, and `--help` documents every field from its docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tyro
+import yaml
+
+from qsharp_ext.errors import UserError
+
+C = TypeVar("C")
+
+
+def load_yaml_fields(path: Path, config_cls: type) -> dict[str, Any]:
+    """The fields a YAML file sets, checked against `config_cls`: a mapping of known field names."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        fields = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(fields, dict):
+        raise UserError(f"config file {path} must hold a mapping of field names to values")
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise UserError(
+            f"config file {path} sets unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return fields
+
+
+def split_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """Take `--config PATH` / `--config=PATH` out of argv."""
+    rest, path = [], None
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config":
+            value = next(it, None)
+            if value is None:
+                raise UserError("--config needs a path to a YAML file")
+            path = Path(value)
+        elif arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return path, rest
+
+
+def fields_to_flags(fields: dict[str, Any]) -> list[str]:
+    """YAML fields as tyro flags: `{"top_k": 20, "etas": [1, 0.1], "bf16": true}` → `--top-k 20 --etas 1 0.1 --bf16`."""
+    args: list[str] = []
+    for name, value in fields.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list | tuple):
+            args += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            raise UserError(f"config field {name} must be a plain value or a list, not a mapping")
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def parse_config(config_cls: type[C], argv: list[str], prog: str, description: str) -> C:
+    """Build `config_cls` from an optional `--config` YAML file plus command-line overrides."""
+    path, rest = split_config_flag(argv)
+    file_args = fields_to_flags(load_yaml_fields(path, config_cls)) if path else []
+    description += "\n\nAll fields can also be set from a YAML file with --config FILE.yaml; flags override it."
+    return tyro.cli(config_cls, args=file_args + rest, prog=prog, description=description)

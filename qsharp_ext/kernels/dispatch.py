@@ -1,0 +1,46 @@
+"""Which implementation runs a kernel: from the tensor's device, or forced by QSHARP_EXT_BACKEND."""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("torch", "cpp", "triton", "cuda")
+BACKEND_ENV = "QSHARP_EXT_BACKEND"
+
+
+@functools.cache
+def compiled_extension() -> ModuleType | None:
+    """qsharp_ext._C, or None when the package was not built (a source tree used without installing)."""
+    try:
+        from qsharp_ext import _C
+    except ImportError:
+        return None
+    return _C
+
+
+def resolve_backend(device: torch.device, backend: str | None = None) -> str:
+    """The backend for tensors on `device`: `backend`, else $QSHARP_EXT_BACKEND, else the device's default.
+
+    A forced backend that cannot run here is an error, never a silent fallback, so that a test which asks
+    for the C++ kernel really runs it.
+    """
+    backend = backend or os.environ.get(BACKEND_ENV) or None
+    if backend is None:
+        if compiled_extension() is None:
+            return "torch"
+        if device.type == "cuda" and not compiled_extension().has_cuda():
+            return "triton"
+        return "cuda" if device.type == "cuda" else "cpp"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend in ("cpp", "cuda") and compiled_extension() is None:
+        raise RuntimeError("qsharp_ext._C is not built; install the package with `pip install --no-build-isolation .`")
+    if backend == "cuda" and (device.type != "cuda" or not compiled_extension().has_cuda()):
+        raise RuntimeError("the cuda backend needs CUDA tensors and qsharp_ext._C built with CUDA")
+    if backend == "cpp" and device.type != "cpu":
+        raise RuntimeError("the cpp backend runs on CPU tensors only")
+    return backend

@@ -1,0 +1,49 @@
+"""Plots people would rather look at than read: accuracy against KL(π‖π_ref), one curve per method."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt
+
+from qsharp_ext.io import atomic_write_bytes
+
+METHOD_STYLE = {
+    "qsharp": ("Q♯", "tab:blue", "o"),
+    "cd": ("CD", "tab:orange", "s"),
+    "optimal": ("π* (exact)", "black", ""),
+}
+
+
+def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, title: str) -> None:
+    """Accuracy (`y_key`) against KL to π_ref: a line per guided method over η, π_ref as a star at KL = 0."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method, (label, color, marker) in METHOD_STYLE.items():
+        points = sorted((r["kl"], r[y_key], r["eta"]) for r in rows if r["method"] == method)
+        if not points:
+            continue
+        kls, ys, _ = zip(*points, strict=True)
+        style = "--" if method == "optimal" else "-"
+        ax.plot(kls, ys, style, marker=marker or None, color=color, label=label, zorder=3 if marker else 2)
+        if marker:
+            for kl, y, eta in points:
+                ax.annotate(f"η={eta:g}", (kl, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    for r in rows:
+        if r["method"] == "pi_ref":
+            ax.plot([r["kl"]], [r[y_key]], "*", color="tab:green", markersize=13, label="π_ref", zorder=4)
+    ax.set_xlabel("KL(π ‖ π_ref) per sequence (nats)")
+    ax.set_ylabel(y_key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
