@@ -52,9 +52,8 @@ def main() -> None:
             else:
                 ref = median_seconds(lambda x=x: D.histogram_log_offset(x, atoms, 0.1))
                 ext = median_seconds(lambda x=x: kernels.histogram_log_offset(x, atoms, 0.1, backend="cpp"))
-            rows.append(
-                {"head": head, "batch": batch, "k": 20, "torch_us": ref * 1e6, "cpp_us": ext * 1e6, "speedup": ref / ext}
-            )
+            timing = {"torch_us": ref * 1e6, "cpp_us": ext * 1e6, "speedup": ref / ext}
+            rows.append({"head": head, "batch": batch, "k": 20, **timing})
     meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}
     write_json(args.out / "log_offsets.json", {"meta": meta, "rows": rows})
     table = markdown_table(rows, ["head", "batch", "k", "torch_us", "cpp_us", "speedup"])
