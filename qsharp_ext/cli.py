@@ -27,11 +27,20 @@ def _demo(cfg) -> None:
     print(f"{summary_line(rows)}; report in {cfg.out}/results.md")
 
 
+def _generate(cfg) -> None:
+    from qsharp_ext.generate_cli import run_generate
+
+    n = run_generate(cfg)
+    print(f"wrote {n} completions to {cfg.out}")
+
+
 def _commands() -> dict[str, Command]:
     from qsharp_ext.exact import ExactDemoConfig
+    from qsharp_ext.generate_cli import GenerateConfig
 
     return {
         "demo": Command(ExactDemoConfig, _demo, "exact Q♯ vs CD on an enumerable task with a small random Llama"),
+        "generate": Command(GenerateConfig, _generate, "sample guided completions of prompts to a JSONL file"),
     }
 
 

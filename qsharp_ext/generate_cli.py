@@ -1,0 +1,80 @@
+"""`qsharp-ext generate`: prompts in, JSONL of guided completions (with exact KL to π_ref) out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.generate import guided_generate
+from qsharp_ext.io import atomic_write_text
+from qsharp_ext.loading import load_reference, load_value_model
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Sample completions from π_ref guided by a value model (Q♯), for one or several η."""
+
+    ref_model: str
+    """π_ref: a local folder or a Hugging Face model id."""
+    out: Path = Path("completions.jsonl")
+    """JSONL file to write: one line per (prompt, η, sample)."""
+    value_model: str | None = None
+    """Folder of a saved ValueModel; needed unless every η is None."""
+    prompt: tuple[str, ...] = ()
+    """Prompts given on the command line."""
+    prompts_file: Path | None = None
+    """A text file with one prompt per line (added to --prompt)."""
+    etas: tuple[float | None, ...] = (0.1,)
+    """KL-regularization strengths; None samples π_ref unguided."""
+    num_samples: int = 1
+    """Completions per prompt and per η."""
+    max_new_tokens: int = 128
+    """Tokens to generate at most per completion."""
+    top_k: int = 20
+    """Candidates scored by the value model at each step."""
+    temperature: float = 1.0
+    """π_ref's sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus mass kept among the candidates (1 keeps everything)."""
+    seed: int = 0
+    """Seed of the sampling noise."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16 for both models."""
+
+
+def read_prompts(cfg: GenerateConfig) -> list[str]:
+    prompts = list(cfg.prompt)
+    if cfg.prompts_file is not None:
+        if not cfg.prompts_file.is_file():
+            raise UserError(f"prompts file {cfg.prompts_file} does not exist")
+        prompts += [line for line in cfg.prompts_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise UserError("no prompts: give --prompt TEXT or --prompts-file FILE")
+    return prompts
+
+
+def run_generate(cfg: GenerateConfig) -> int:
+    """Write the completions; return how many were written."""
+    prompts = read_prompts(cfg)
+    ref, tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
+    value = load_value_model(cfg.value_model, tokenizer, cfg.device, cfg.dtype) if cfg.value_model else None
+    out = guided_generate(
+        ref, tokenizer, prompts, value, etas=cfg.etas, num_samples=cfg.num_samples,
+        max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p,
+        seed=cfg.seed, progress=True,
+    )  # fmt: skip
+    lines = []
+    for row, text in enumerate(out.texts(tokenizer)):
+        eta = out.eta[row].item()
+        lines.append(json.dumps({
+            "prompt_index": out.prompt_index[row].item(), "prompt": prompts[out.prompt_index[row]],
+            "eta": None if eta == float("inf") else eta, "sample": out.sample_index[row].item(),
+            "completion": text, "tokens": out.lengths[row].item(), "kl": out.kl[row].item(),
+            "logp_ref": out.logp_ref[row].sum().item(),
+        }, ensure_ascii=False))  # fmt: skip
+    atomic_write_text(cfg.out, "\n".join(lines) + "\n")
+    return len(lines)

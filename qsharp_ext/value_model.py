@@ -1,0 +1,209 @@
+"""ValueModel: a Hugging Face causal-LM backbone plus a head that predicts the reward distribution Z.
+
+Heads (`kind`): `bernoulli` (one logit, p = P(reward = 1)), `histogram` (n atoms on [v_min, v_max], the
+atoms a registered buffer) and `mean` (E[z], the controlled-decoding baseline).
+Parameterizations: `v` (default) — the hidden state at position t scores the prefix that ends with token
+t, so k candidate next tokens are scored by one pass of k tokens; `q` — the hidden state at t gives one
+distribution per vocabulary token (the prefix extended by each possible next token) from a 1-token pass.
+
+It knows how to build, run, save and load itself; it knows nothing of sampling (see generate.py).
+Saved folders are HF-native: the backbone with `save_pretrained` (config.json + safetensors) beside
+`value_head.safetensors` and `qsharp_value.json` (head kind, atoms, parameterization, tokenizer digest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+
+from qsharp_ext import distributions as D
+from qsharp_ext.errors import UserError
+from qsharp_ext.io import atomic_write_text
+
+HeadKind = Literal["bernoulli", "histogram", "mean"]
+Parameterization = Literal["v", "q"]
+HEAD_FILE, META_FILE = "value_head.safetensors", "qsharp_value.json"
+
+
+@dataclasses.dataclass
+class ValueHeadConfig:
+    """What the head predicts and how; saved beside the weights."""
+
+    kind: HeadKind = "bernoulli"
+    parameterization: Parameterization = "v"
+    n_atoms: int = 51
+    v_min: float = 0.0
+    v_max: float = 1.0
+    vocab_size: int = 0
+    tokenizer_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bernoulli", "histogram", "mean"):
+            raise UserError(f"value head kind must be bernoulli, histogram or mean, not {self.kind!r}")
+        if self.parameterization not in ("v", "q"):
+            raise UserError(f"parameterization must be 'v' or 'q', not {self.parameterization!r}")
+        if self.kind == "bernoulli" and (self.v_min, self.v_max) != (0.0, 1.0):
+            raise UserError("a bernoulli head models rewards in {0, 1}: v_min must be 0 and v_max 1")
+
+    @property
+    def outputs_per_token(self) -> int:
+        return self.n_atoms if self.kind == "histogram" else 1
+
+
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short hash of the token → id mapping: equal digests mean the same vocabulary and ids."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def truncated_backbone(ref_model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
+    """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head), copied."""
+    base = ref_model.base_model
+    total = base.config.num_hidden_layers
+    if not 1 <= num_layers <= total:
+        raise UserError(f"num_layers must be between 1 and π_ref's {total} layers, got {num_layers}")
+    fields = base.config.to_dict()
+    for key in ("num_hidden_layers", "n_layer"):  # GPT-2 spells it n_layer
+        if key in fields:
+            fields[key] = num_layers
+    if isinstance(fields.get("layer_types"), list):  # per-layer attention kinds (Qwen2 and newer configs)
+        fields["layer_types"] = fields["layer_types"][:num_layers]
+    config = base.config.__class__.from_dict(fields)
+    backbone = AutoModel.from_config(config)
+    missing, _ = backbone.load_state_dict(base.state_dict(), strict=False)
+    if missing:
+        raise RuntimeError(f"could not copy π_ref's first layers: missing {missing[:3]}")
+    return backbone.to(dtype=next(base.parameters()).dtype)
+
+
+class ValueModel(nn.Module):
+    """Backbone + head. `forward` returns head outputs per position: (B, T) or (B, T, n); Q-type adds V."""
+
+    def __init__(self, backbone: PreTrainedModel, head_config: ValueHeadConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head_config = head_config
+        if head_config.vocab_size <= 0:
+            head_config.vocab_size = backbone.config.vocab_size
+        hidden = backbone.config.hidden_size
+        per_token = head_config.outputs_per_token
+        out = per_token * (head_config.vocab_size if head_config.parameterization == "q" else 1)
+        self.head = nn.Linear(hidden, out).to(next(backbone.parameters()).dtype)
+        nn.init.normal_(self.head.weight, std=0.02 / hidden**0.5)
+        nn.init.zeros_(self.head.bias)
+        atoms = D.make_atoms(head_config.v_min, head_config.v_max, max(head_config.n_atoms, 2))
+        self.register_buffer("atoms", atoms, persistent=False)
+
+    # ------------------------------------------------------------------------------------------ build
+
+    @classmethod
+    def from_reference(
+        cls, ref_model: PreTrainedModel, num_layers: int, tokenizer: PreTrainedTokenizerBase | None = None, **head
+    ) -> ValueModel:
+        """A small value model from π_ref's embeddings and first `num_layers` layers plus a fresh head."""
+        config = ValueHeadConfig(**head)
+        config.vocab_size = ref_model.config.vocab_size
+        config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
+        return cls(truncated_backbone(ref_model, num_layers), config)
+
+    # -------------------------------------------------------------------------------------------- run
+
+    @property
+    def kind(self) -> HeadKind:
+        return self.head_config.kind
+
+    @property
+    def is_q_type(self) -> bool:
+        return self.head_config.parameterization == "q"
+
+    def head_outputs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Head on hidden states (..., H) → (...) / (..., n); Q-type → (..., V) / (..., V, n)."""
+        out = self.head(hidden).float()
+        if self.is_q_type:
+            out = out.unflatten(-1, (self.head_config.vocab_size, self.head_config.outputs_per_token))
+        else:
+            out = out.unflatten(-1, (1, self.head_config.outputs_per_token)).squeeze(-2)
+        return out.squeeze(-1) if self.head_config.outputs_per_token == 1 else out
+
+    def forward(self, input_ids: torch.Tensor, **backbone_kwargs) -> tuple[torch.Tensor, object]:
+        """Head outputs at every position and the backbone's KV cache (when `use_cache=True`)."""
+        result = self.backbone(input_ids=input_ids, **backbone_kwargs)
+        return self.head_outputs(result.last_hidden_state), getattr(result, "past_key_values", None)
+
+    def log_offset(self, head_out: torch.Tensor, eta: float | torch.Tensor) -> torch.Tensor:
+        """ln E[exp(z/η)] from head outputs (reference numerics; the decoding step fuses this)."""
+        if self.kind == "bernoulli":
+            return D.bernoulli_log_offset(head_out, eta)
+        if self.kind == "histogram":
+            return D.histogram_log_offset(head_out, self.atoms, eta)
+        return D.mean_log_offset(head_out, eta)
+
+    def expected_reward(self, head_out: torch.Tensor) -> torch.Tensor:
+        """E[z] under the predicted distribution (best-of-n ranking, calibration)."""
+        if self.kind == "bernoulli":
+            return torch.sigmoid(head_out)
+        if self.kind == "histogram":
+            return (torch.softmax(head_out, -1) * self.atoms).sum(-1)
+        return head_out
+
+    def loss(self, head_out: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """BCE (bernoulli), two-hot NLL (histogram) or MSE (mean) against final rewards."""
+        if self.kind == "bernoulli":
+            return D.bernoulli_loss(head_out, reward)
+        if self.kind == "histogram":
+            return D.histogram_loss(head_out, self.atoms, reward)
+        return D.mean_loss(head_out, reward, self.head_config.v_min, self.head_config.v_max)
+
+    # ------------------------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        """HF-native folder: backbone (config.json + safetensors), head weights, head config."""
+        path = Path(path)
+        if tokenizer is not None:
+            self.head_config.tokenizer_digest = tokenizer_digest(tokenizer)
+        self.backbone.save_pretrained(path)
+        head_state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(head_state, str(path / HEAD_FILE))
+        atomic_write_text(path / META_FILE, json.dumps(dataclasses.asdict(self.head_config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ValueModel:
+        """Load a saved value model; with π_ref's `tokenizer`, refuse one trained with another vocabulary."""
+        path = Path(path)
+        if not (path / META_FILE).is_file():
+            raise UserError(f"{path} is not a saved value model (no {META_FILE})")
+        head_config = ValueHeadConfig(**json.loads((path / META_FILE).read_text()))
+        if tokenizer is not None:
+            check_tokenizer(head_config, tokenizer, path)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype) if dtype else AutoModel.from_pretrained(path)
+        model = cls(backbone, head_config)
+        model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        return model.eval()
+
+
+def check_tokenizer(head_config: ValueHeadConfig, tokenizer: PreTrainedTokenizerBase, where: object) -> None:
+    """One clear sentence when the value model and π_ref do not share token ids."""
+    digest = tokenizer_digest(tokenizer)
+    if head_config.tokenizer_digest is not None and head_config.tokenizer_digest != digest:
+        raise UserError(
+            f"the value model at {where} was trained with a different tokenizer than π_ref's "
+            f"(vocabulary digest {head_config.tokenizer_digest} vs {digest}); they must share token ids"
+        )
+    if len(tokenizer) > head_config.vocab_size:
+        raise UserError(
+            f"π_ref's tokenizer has {len(tokenizer)} tokens but the value model at {where} knows only "
+            f"{head_config.vocab_size}; they must share token ids"
+        )

@@ -1,0 +1,154 @@
+"""guided_generate on tiny random models: cached candidate scoring equals uncached brute force, and more."""
+
+import math
+
+import pytest
+import torch
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.generate import guided_generate
+from qsharp_ext.value_model import ValueModel
+from tests.engine.conftest import make_causal_lm
+
+PROMPTS = ["w1 w2 w3 w4 w5", "w7", "w9 w10 w11"]  # different lengths: left padding is exercised
+
+
+def models(arch, tokenizer, **head):
+    ref = make_causal_lm(arch, len(tokenizer))
+    vm = ValueModel.from_reference(ref, 2, tokenizer, **head).eval()
+    torch.nn.init.normal_(vm.head.weight, std=0.5)  # a head that actually discriminates
+    return ref, vm
+
+
+def record_steps(**kwargs):
+    steps = []
+    out = guided_generate(
+        **kwargs,
+        on_step=lambda step, t: steps.append({k: v.clone() if torch.is_tensor(v) else v for k, v in t.items()}),
+    )
+    return out, steps
+
+
+@pytest.mark.parametrize("parameterization", ["v", "q"])
+@pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
+def test_cached_scoring_equals_uncached_brute_force(arch, tokenizer, parameterization, kind):
+    ref, vm = models(arch, tokenizer, parameterization=parameterization, kind=kind, n_atoms=5)
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    out, steps = record_steps(
+        ref_model=ref, tokenizer=tokenizer, prompts=PROMPTS, value_model=vm, etas=(0.3,), num_samples=2,
+        max_new_tokens=4, top_k=5, seed=3, eos_token_id=[],
+    )  # fmt: skip
+    generated = out.token_lists()
+    for step, record in enumerate(steps):
+        for row in range(len(generated)):
+            prefix = prompt_ids[out.prompt_index[row]] + generated[row][:step]
+            ids = torch.tensor([prefix])
+            expected_logits = ref(ids).logits[0, -1]
+            torch.testing.assert_close(record["ref_logits"][row], expected_logits, rtol=1e-4, atol=1e-4)
+            for j, cand in enumerate(record["cand"].ids[row].tolist()):
+                if parameterization == "v":  # a fresh pass over prefix + candidate, no cache
+                    expected = vm(torch.tensor([[*prefix, cand]]))[0][0, -1]
+                else:
+                    expected = vm(ids)[0][0, -1, cand]
+                torch.testing.assert_close(record["head_out"][row, j], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_non_candidate_tokens_resync_the_value_cache(tokenizer):
+    """top_k = 1 and a flat π_ref: most draws are non-candidates, which must be run through the value model."""
+    ref, vm = models("llama", tokenizer)
+    prompt_ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    out, steps = record_steps(
+        ref_model=ref, tokenizer=tokenizer, prompts=[PROMPTS[0]], value_model=vm, etas=(1.0,), num_samples=4,
+        max_new_tokens=5, top_k=1, seed=1, eos_token_id=[],
+    )  # fmt: skip
+    assert any((s["result"].cand_index < 0).any() for s in steps)
+    generated = out.token_lists()
+    for step, record in enumerate(steps):
+        for row in range(len(generated)):
+            cand = record["cand"].ids[row, 0].item()
+            expected = vm(torch.tensor([prompt_ids + generated[row][:step] + [cand]]))[0][0, -1]
+            torch.testing.assert_close(record["head_out"][row, 0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_unguided_rows_sample_pi_ref(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    out = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(None, 0.1), num_samples=2, max_new_tokens=6, seed=0)
+    plain = torch.isinf(out.eta)
+    assert plain.sum() == 6
+    torch.testing.assert_close(out.logp_pi[plain], out.logp_ref[plain])
+    assert (out.kl[plain].abs() < 1e-6).all() and (out.kl[~plain] > 1e-3).all()
+
+
+def test_constant_value_model_leaves_pi_ref_unchanged(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    torch.nn.init.zeros_(vm.head.weight)  # the same prediction for every prefix
+    out = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(0.05,), max_new_tokens=6, top_k=len(tokenizer), seed=0)
+    torch.testing.assert_close(out.logp_pi, out.logp_ref, rtol=0, atol=1e-5)
+    assert (out.kl.abs() < 1e-5).all()
+
+
+def test_huge_eta_approaches_pi_ref(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    out = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(1e4,), max_new_tokens=6, seed=0)
+    torch.testing.assert_close(out.logp_pi, out.logp_ref, rtol=0, atol=1e-3)
+
+
+def test_same_seed_same_samples(tokenizer):
+    ref, vm = models("gpt2", tokenizer)
+    kwargs = dict(etas=(0.1, None), num_samples=3, max_new_tokens=8)
+    a = guided_generate(ref, tokenizer, PROMPTS, vm, seed=7, **kwargs)
+    b = guided_generate(ref, tokenizer, PROMPTS, vm, seed=7, **kwargs)
+    c = guided_generate(ref, tokenizer, PROMPTS, vm, seed=8, **kwargs)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.kl, b.kl)
+    assert not torch.equal(a.sequences, c.sequences)
+
+
+def test_a_prompt_alone_and_in_a_batch_gets_the_same_distribution(tokenizer):
+    ref, vm = models("qwen2", tokenizer)
+    _, alone = record_steps(ref_model=ref, tokenizer=tokenizer, prompts=[PROMPTS[1]], value_model=vm, max_new_tokens=1)
+    _, batch = record_steps(ref_model=ref, tokenizer=tokenizer, prompts=PROMPTS, value_model=vm, max_new_tokens=1)
+    torch.testing.assert_close(alone[0]["ref_logits"][0], batch[0]["ref_logits"][1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone[0]["head_out"][0], batch[0]["head_out"][1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone[0]["result"].kl[0], batch[0]["result"].kl[1], rtol=1e-4, atol=1e-6)
+
+
+def test_rows_stop_at_eos_independently(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    eos = tokenizer.eos_token_id
+    stops = list(range(20))
+    out = guided_generate(
+        ref, tokenizer, PROMPTS, vm, etas=(None,), num_samples=8, max_new_tokens=12, top_k=len(tokenizer),
+        temperature=3.0, eos_token_id=stops, seed=0,
+    )  # fmt: skip
+    for row, n in zip(out.sequences.tolist(), out.lengths.tolist()):
+        assert all(t >= 20 for t in row[: n - 1])  # no stop token before the end
+        assert n == 12 or row[n - 1] < 20
+        assert all(t == tokenizer.pad_token_id for t in row[n:])
+    assert out.lengths.min() < 12 and eos is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(etas=(0.0,)), "eta must be positive"),
+        (dict(etas=(-1.0,)), "eta must be positive"),
+        (dict(top_k=0), "top_k"),
+        (dict(top_k=10_000), "top_k"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(max_new_tokens=500), "context"),
+        (dict(prompts=[]), "no prompts"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tokenizer, kwargs, message):
+    ref, vm = models("llama", tokenizer)
+    args = dict(ref_model=ref, tokenizer=tokenizer, prompts=PROMPTS, value_model=vm) | kwargs
+    with pytest.raises(UserError, match=message):
+        guided_generate(**args)
+
+
+def test_guided_decoding_needs_a_value_model(tokenizer):
+    ref = make_causal_lm("llama", len(tokenizer))
+    with pytest.raises(UserError, match="value model is needed"):
+        guided_generate(ref, tokenizer, PROMPTS, None, etas=(0.1,))
+    out = guided_generate(ref, tokenizer, PROMPTS, None, etas=(None,), max_new_tokens=3)
+    assert out.sequences.shape == (3, 3) and not math.isnan(out.kl.sum().item())

@@ -1,0 +1,73 @@
+"""ValueModel: heads and parameterizations on Llama / Qwen2 / GPT-2 backbones, from_reference, save/load."""
+
+import pytest
+import torch
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.value_model import ValueModel
+from tests.engine.conftest import WORDS, make_causal_lm, make_tokenizer
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "histogram", "mean"])
+@pytest.mark.parametrize("parameterization", ["v", "q"])
+def test_head_output_shapes(arch, tokenizer, kind, parameterization):
+    ref = make_causal_lm(arch, len(tokenizer))
+    vm = ValueModel.from_reference(ref, 2, tokenizer, kind=kind, parameterization=parameterization, n_atoms=7)
+    ids = torch.randint(0, len(WORDS), (3, 5))
+    out, _ = vm(ids)
+    per_token = (7,) if kind == "histogram" else ()
+    vocab = (len(tokenizer),) if parameterization == "q" else ()
+    assert out.shape == (3, 5, *vocab, *per_token)
+    assert torch.isfinite(vm.log_offset(out, 0.1)).all()
+
+
+def test_from_reference_copies_the_first_layers(arch, tokenizer):
+    ref = make_causal_lm(arch, len(tokenizer), num_layers=4)
+    vm = ValueModel.from_reference(ref, 2, tokenizer)
+    assert vm.backbone.config.num_hidden_layers == 2
+    ref_state = ref.base_model.state_dict()
+    copied = vm.backbone.state_dict()
+    assert set(copied) <= set(ref_state)
+    for name, value in copied.items():
+        torch.testing.assert_close(value, ref_state[name], rtol=0, atol=0)
+    n_ref = sum(p.numel() for p in ref.parameters())
+    assert sum(p.numel() for p in vm.backbone.parameters()) < n_ref
+
+
+def test_from_reference_rejects_too_many_layers(tokenizer):
+    with pytest.raises(UserError, match="num_layers"):
+        ValueModel.from_reference(make_causal_lm("llama", len(tokenizer), num_layers=2), 3)
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
+def test_save_and_load_round_trip(arch, tokenizer, tmp_path, kind):
+    support = {"v_min": -1.0, "v_max": 2.0} if kind == "histogram" else {}
+    vm = ValueModel.from_reference(make_causal_lm(arch, len(tokenizer)), 1, kind=kind, **support)
+    torch.nn.init.normal_(vm.head.weight)
+    vm.save_pretrained(tmp_path / "vm", tokenizer=tokenizer)
+    loaded = ValueModel.from_pretrained(tmp_path / "vm", tokenizer=tokenizer)
+    ids = torch.randint(0, len(WORDS), (2, 6))
+    torch.testing.assert_close(loaded(ids)[0], vm.eval()(ids)[0])
+    assert loaded.head_config == vm.head_config
+    torch.testing.assert_close(loaded.atoms, vm.atoms)
+    assert sorted(p.name for p in (tmp_path / "vm").iterdir()) == sorted(
+        ["config.json", "model.safetensors", "value_head.safetensors", "qsharp_value.json"]
+    )
+
+
+def test_loading_with_another_tokenizer_is_one_clear_sentence(tokenizer, tmp_path):
+    vm = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer)), 1)
+    vm.save_pretrained(tmp_path / "vm", tokenizer=tokenizer)
+    other = make_tokenizer(list(reversed(WORDS)))  # same size, different ids
+    with pytest.raises(UserError, match="different tokenizer"):
+        ValueModel.from_pretrained(tmp_path / "vm", tokenizer=other)
+    with pytest.raises(UserError, match="not a saved value model"):
+        ValueModel.from_pretrained(tmp_path / "missing")
+
+
+def test_bad_head_config_is_a_clear_error(tokenizer):
+    ref = make_causal_lm("llama", len(tokenizer))
+    with pytest.raises(UserError, match="kind"):
+        ValueModel.from_reference(ref, 1, kind="poisson")
+    with pytest.raises(UserError, match="bernoulli head"):
+        ValueModel.from_reference(ref, 1, kind="bernoulli", v_max=5.0)
