@@ -25,13 +25,19 @@ def want_cuda() -> bool:
 
 def extension():
     cpp_sources = ["csrc/bindings.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
-    cxx_flags = ["-O3", "-std=c++17"]
+    # -fopenmp: at::parallel_for in the CPU kernels splits rows over torch's OpenMP threads only when the
+    # extension itself is compiled with OpenMP; without it every kernel runs on one thread.
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if not want_cuda():
-        return CppExtension("qsharp_ext._C", cpp_sources, extra_compile_args={"cxx": cxx_flags})
+        return CppExtension(
+            "qsharp_ext._C", cpp_sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags
+        )
     return CUDAExtension(
         "qsharp_ext._C",
         cpp_sources + sorted(glob.glob("csrc/cuda/*.cu")),
         define_macros=[("WITH_CUDA", None)],
+        extra_link_args=link_flags,
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
     )
 

@@ -92,6 +92,30 @@ def _context_limit(model: PreTrainedModel) -> int:
     return getattr(model.config, "max_position_embeddings", None) or math.inf
 
 
+class _NoiseSource:
+    """Uniform noise for sampling: one stream for the batch, or one per row when row seeds are given."""
+
+    def __init__(self, n: int, seed: int, row_seeds: Sequence[int] | None) -> None:
+        if row_seeds is not None and len(row_seeds) != n:
+            raise UserError(f"row_seeds needs one seed per row ({n}), got {len(row_seeds)}")
+        seeds = [seed] if row_seeds is None else list(row_seeds)
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.n = n
+
+    def draw(self) -> torch.Tensor:
+        if len(self.generators) == 1 and self.n != 1:
+            return torch.rand(self.n, generator=self.generators[0], dtype=torch.float64)
+        return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+
+
+def _per_row(values: Sequence[int] | None, n: int, name: str, device: torch.device) -> torch.Tensor | None:
+    if values is None:
+        return None
+    if len(values) != n:
+        raise UserError(f"{name} needs one value per row ({n}), got {len(values)}")
+    return torch.tensor(list(values), device=device)
+
+
 def _build_rows(ids: list[list[int]], pad_id: int, etas: Sequence[float | None], num_samples: int) -> _Rows:
     input_ids, mask = _left_pad(ids, pad_id)
     n_prompts, n_etas = len(ids), len(etas)
@@ -122,6 +146,8 @@ def guided_generate(
     candidates_only: bool = False,
     eos_token_id: int | Sequence[int] | None = None,
     seed: int = 0,
+    row_seeds: Sequence[int] | None = None,
+    rollin_steps: Sequence[int] | None = None,
     progress: bool = False,
     on_step: StepHook | None = None,
 ) -> GenerationOutput:
@@ -129,6 +155,9 @@ def guided_generate(
 
     `etas` may mix values and None (plain π_ref sampling); one trained value model serves them all.
     Rows stop independently at EOS (the tokenizer's unless `eos_token_id` is given) or `max_new_tokens`.
+    `row_seeds` (one per row, rows ordered prompt-major, then η, then sample) gives every row its own noise
+    stream, so a row's sample does not depend on what else is in the batch. `rollin_steps` (one per row)
+    switches a row to plain π_ref after that many guided tokens (DAgger roll-in, then roll-out).
     `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
     """
     vocab = ref_model.config.vocab_size
@@ -156,7 +185,8 @@ def guided_generate(
         rows.eta.to(device),
     )
     n = rows.input_ids.shape[0]
-    generator = torch.Generator().manual_seed(seed)
+    noise_source = _NoiseSource(n, seed, row_seeds)
+    switch = _per_row(rollin_steps, n, "rollin_steps", device)
     head = value_model.kind if value_model is not None else "bernoulli"
     atoms = value_model.atoms if value_model is not None and head == "histogram" else None
 
@@ -178,9 +208,10 @@ def guided_generate(
     for step in tqdm(range(max_new_tokens), desc="guided decoding", disable=not progress, leave=False):
         cand = fused_step.expand_candidates(logits, temperature, top_k)
         head_out = scorer.score(cand.ids, mask) if scorer else torch.zeros(cand.ids.shape, device=device)
-        noise = torch.rand(n, generator=generator).to(device)
+        noise = noise_source.draw().to(device)
+        eta = rows.eta if switch is None else torch.where(step < switch, rows.eta, math.inf)
         result = fused_step.guided_sample(
-            logits, cand, head_out, head, rows.eta.float(), temperature, noise,
+            logits, cand, head_out, head, eta.float(), temperature, noise,
             atoms=atoms, top_p=top_p, candidates_only=candidates_only,
         )  # fmt: skip
         if on_step is not None:

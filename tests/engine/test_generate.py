@@ -152,3 +152,29 @@ def test_guided_decoding_needs_a_value_model(tokenizer):
         guided_generate(ref, tokenizer, PROMPTS, None, etas=(0.1,))
     out = guided_generate(ref, tokenizer, PROMPTS, None, etas=(None,), max_new_tokens=3)
     assert out.sequences.shape == (3, 3) and not math.isnan(out.kl.sum().item())
+
+
+def test_row_seeds_make_a_row_independent_of_its_batch(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    kwargs = dict(etas=(0.2,), max_new_tokens=6, eos_token_id=[])
+    alone = guided_generate(ref, tokenizer, [PROMPTS[2]], vm, row_seeds=[1234], **kwargs)
+    batch = guided_generate(ref, tokenizer, PROMPTS, vm, row_seeds=[5, 6, 1234], **kwargs)
+    assert alone.token_lists()[0] == batch.token_lists()[2]
+    with pytest.raises(UserError, match="one seed per row"):
+        guided_generate(ref, tokenizer, PROMPTS, vm, row_seeds=[1, 2], **kwargs)
+
+
+def test_rollin_steps_switch_rows_to_pi_ref(tokenizer):
+    ref, vm = models("llama", tokenizer)
+    seeds = [11, 12, 13]
+    kwargs = dict(max_new_tokens=6, eos_token_id=[], row_seeds=seeds)
+    plain = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(None,), **kwargs)
+    switched_at_0 = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(0.05,), rollin_steps=[0, 0, 0], **kwargs)
+    assert switched_at_0.token_lists() == plain.token_lists()
+    assert (switched_at_0.kl.abs() < 1e-6).all()
+    guided = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(0.05,), **kwargs)
+    late = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(0.05,), rollin_steps=[6, 6, 6], **kwargs)
+    assert late.token_lists() == guided.token_lists()
+    partial = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(0.05,), rollin_steps=[2, 2, 2], **kwargs)
+    torch.testing.assert_close(partial.logp_pi[:, 2:], partial.logp_ref[:, 2:])  # roll-out: π_ref
+    assert (partial.logp_pi[:, :2] != partial.logp_ref[:, :2]).any()  # roll-in: guided
