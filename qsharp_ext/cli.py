@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 
 import yaml
 
@@ -15,9 +17,13 @@ from qsharp_ext.errors import UserError
 
 @dataclass(frozen=True)
 class Command:
-    config_cls: type
+    config: str  # "module:Class", imported only when the command runs (top-level --help stays fast)
     run: Callable[[object], None]
     summary: str
+
+    def config_cls(self) -> type:
+        module, name = self.config.split(":")
+        return getattr(import_module(module), name)
 
 
 def _demo(cfg) -> None:
@@ -34,13 +40,54 @@ def _generate(cfg) -> None:
     print(f"wrote {n} completions to {cfg.out}")
 
 
-def _commands() -> dict[str, Command]:
-    from qsharp_ext.exact import ExactDemoConfig
-    from qsharp_ext.generate_cli import GenerateConfig
+def _collect(cfg) -> None:
+    from qsharp_ext.rollouts import run_collect, summary_line
 
+    start = time.perf_counter()
+    print(summary_line(run_collect(cfg), time.perf_counter() - start))
+
+
+def _train(cfg) -> None:
+    from qsharp_ext.training import run_train, summary_line
+
+    print(summary_line(run_train(cfg)))
+
+
+def _evaluate(cfg) -> None:
+    from qsharp_ext.evaluation import run_evaluate, summary_line
+
+    print(f"{summary_line(run_evaluate(cfg))}; report in {cfg.out}/results.md")
+
+
+def _pipeline(cfg) -> None:
+    from qsharp_ext.evaluation import summary_line
+    from qsharp_ext.pipeline import run_pipeline
+
+    print(f"{summary_line(run_pipeline(cfg))}; report in {cfg.out}/results.md")
+
+
+def _commands() -> dict[str, Command]:
     return {
-        "demo": Command(ExactDemoConfig, _demo, "exact Q♯ vs CD on an enumerable task with a small random Llama"),
-        "generate": Command(GenerateConfig, _generate, "sample guided completions of prompts to a JSONL file"),
+        "demo": Command(
+            "qsharp_ext.exact:ExactDemoConfig", _demo, "exact Q♯ vs CD on an enumerable task with a small random Llama"
+        ),
+        "generate": Command(
+            "qsharp_ext.generate_cli:GenerateConfig", _generate, "sample guided completions of prompts to a JSONL file"
+        ),
+        "collect": Command(
+            "qsharp_ext.rollouts:CollectConfig",
+            _collect,
+            "roll in with π^k, roll out with π_ref, store rewarded samples",
+        ),
+        "train": Command(
+            "qsharp_ext.training:TrainConfig", _train, "train a value model on collected roll-outs (prefix extension)"
+        ),
+        "evaluate": Command(
+            "qsharp_ext.evaluation:EvaluateConfig", _evaluate, "pass@1, maj@n, pass@n, best-of-n and KL: π_ref, CD, Q♯"
+        ),
+        "pipeline": Command(
+            "qsharp_ext.pipeline:PipelineConfig", _pipeline, "DAgger rounds of collect → train → evaluate, resumable"
+        ),
     }
 
 
@@ -70,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     command = commands[name]
     try:
-        cfg = parse_config(command.config_cls, rest, f"qsharp-ext {name}", command.summary)
+        cfg = parse_config(command.config_cls(), rest, f"qsharp-ext {name}", command.summary)
         command.run(cfg)
     except (UserError, yaml.YAMLError) as err:
         print(f"qsharp-ext {name}: error: {err}", file=sys.stderr)

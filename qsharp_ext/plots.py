@@ -42,8 +42,13 @@ def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, tit
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 120) -> None:
+    """Lay out, render to PNG and write atomically; the figure is closed."""
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=120)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())

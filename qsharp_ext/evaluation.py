@@ -1,0 +1,220 @@
+"""`qsharp-ext evaluate`: π_ref, CD and Q♯ (at several η) on a task's held-out prompts, honestly measured.
+
+Per (method, η) row: pass@1 (mean reward over all samples) with its standard error clustered by prompt,
+maj@n (the reward of the most common answer per prompt, answers grouped by the task's equivalence),
+pass@n (any sample correct), best-of-n picked by the value model's predicted final reward (`bon_value`),
+the mean exact sequence KL(π‖π_ref) and tokens/s. One trained value model serves every η of its method.
+Writes `results.json` (a list of rows), `results.md` and `pareto.png` (pass@1 against KL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.generate import GenerationOutput, guided_generate
+from qsharp_ext.io import atomic_write_text, markdown_table, write_json
+from qsharp_ext.loading import load_reference, load_value_model
+from qsharp_ext.plots import accuracy_kl_plot
+from qsharp_ext.tasks import make_task
+from qsharp_ext.value_model import ValueModel
+
+COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "bon_value", "kl", "tok_s"]
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
+
+    out: Path
+    """Folder for results.json, results.md and pareto.png."""
+    ref_model: str
+    """π_ref: a local folder or a Hugging Face model id."""
+    qsharp_model: str | None = None
+    """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
+    cd_model: str | None = None
+    """Saved CD value model (mean head); its rows are skipped when absent."""
+    task: str = "first_token"
+    """Task whose evaluation prompts and reward are used."""
+    etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
+    """η values for Q♯ and CD (all from one trained model each)."""
+    num_samples: int = 8
+    """Samples per prompt (n of maj@n, pass@n and best-of-n)."""
+    max_prompts: int | None = None
+    """Evaluate on the first N evaluation prompts only."""
+    prompts_per_batch: int = 8
+    """Prompts decoded together (each with num_samples rows)."""
+    max_new_tokens: int = 32
+    """Tokens generated at most per sample."""
+    top_k: int = 20
+    """Candidates scored by the value model at each step."""
+    temperature: float = 1.0
+    """π_ref's sampling temperature (the same for every method)."""
+    top_p: float = 1.0
+    """Nucleus mass kept among the candidates."""
+    seed: int = 0
+    """Seed of the sampling noise (the same noise for every method)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+
+
+def standard_error(per_prompt: torch.Tensor) -> float:
+    """SE of the mean over prompts of per-prompt means: samples of one prompt are not independent."""
+    n = per_prompt.numel()
+    return (per_prompt.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else 0.0
+
+
+def majority_reward(
+    answers: Sequence[str | None], rewards: Sequence[float], equal: Callable[[str, str], bool]
+) -> float:
+    """The reward of a sample holding the most common answer (first such group on ties); 0 if none answered."""
+    groups: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for group in groups:
+            if equal(answers[group[0]], answer):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    if not groups:
+        return 0.0
+    best = max(groups, key=len)  # max keeps the first of equal-sized groups
+    return rewards[best[0]]
+
+
+def final_values(value_model: ValueModel, sequences: list[list[int]], chunk: int = 64) -> torch.Tensor:
+    """The value model's predicted final reward for each whole sequence (prompt + completion)."""
+    return torch.cat([_final_values(value_model, sequences[i : i + chunk]) for i in range(0, len(sequences), chunk)])
+
+
+@torch.no_grad()
+def _final_values(value_model: ValueModel, sequences: list[list[int]]) -> torch.Tensor:
+    device = next(value_model.parameters()).device
+    width = max(map(len, sequences))
+    ids = torch.tensor([s + [0] * (width - len(s)) for s in sequences], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
+    head_out, _ = value_model(ids, attention_mask=mask)
+    last = (mask.sum(1) - 1).clamp_min(0)  # (N,)
+    rows = torch.arange(len(sequences), device=device)
+    if value_model.is_q_type:  # the output before the last token, for that token
+        out = head_out[rows, (last - 1).clamp_min(0)]
+        index = ids[rows, last]
+        out = out[torch.arange(len(rows)), index]
+    else:
+        out = head_out[rows, last]
+    return value_model.expected_reward(out).float().cpu()
+
+
+def score_samples(task, problems, prompt_ids, out: GenerationOutput, tokenizer) -> dict[str, list]:
+    """Reward, answer and whole sequence of every generated row."""
+    texts = out.texts(tokenizer)
+    rewards, answers, sequences = [], [], []
+    for row, text in enumerate(texts):
+        problem = problems[out.prompt_index[row]]
+        rewards.append(task.reward(problem, text))
+        answers.append(task.answer_of(text))
+        sequences.append(prompt_ids[out.prompt_index[row]] + out.token_lists()[row])
+    return {"reward": rewards, "answer": answers, "sequence": sequences}
+
+
+def summarize(method: str, eta: float | None, samples: dict[str, list], n_samples: int, verifier, equal, v_max) -> dict:
+    """One results row from all samples of one (method, η), rows grouped prompt by prompt."""
+    rewards = torch.tensor(samples["reward"], dtype=torch.float64).view(-1, n_samples)  # (P, n)
+    answers = [samples["answer"][i : i + n_samples] for i in range(0, len(samples["answer"]), n_samples)]
+    per_prompt = rewards.mean(1)
+    row = {
+        "method": method,
+        "eta": eta,
+        "pass@1": per_prompt.mean().item(),
+        "pass@1_se": standard_error(per_prompt),
+        "maj@n": sum(majority_reward(a, r.tolist(), equal) for a, r in zip(answers, rewards, strict=True))
+        / len(answers),
+        "pass@n": (rewards >= v_max).any(1).double().mean().item(),
+        "bon_value": None,
+        "kl": float(sum(samples["kl"]) / len(samples["kl"])),
+        "tok_s": samples["tok_s"],
+        "n_prompts": rewards.shape[0],
+        "n_samples": n_samples,
+    }
+    if verifier is not None:
+        values = final_values(verifier, samples["sequence"]).view(-1, n_samples)  # (P, n)
+        row["bon_value"] = rewards.gather(1, values.argmax(1, keepdim=True)).mean().item()
+    return row
+
+
+def _methods(cfg: EvaluateConfig, qsharp, cd) -> list[tuple[str, float | None, ValueModel | None]]:
+    methods: list[tuple[str, float | None, ValueModel | None]] = [("pi_ref", None, None)]
+    methods += [("cd", eta, cd) for eta in cfg.etas] if cd is not None else []
+    methods += [("qsharp", eta, qsharp) for eta in cfg.etas] if qsharp is not None else []
+    return methods
+
+
+def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[dict]:
+    """Sample every method on the evaluation prompts, write the report, return its rows."""
+    if cfg.num_samples < 1:
+        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    task = task or make_task(cfg.task)
+    problems = task.eval_problems()[: cfg.max_prompts]
+    if not problems:
+        raise UserError(f"task {task.name} has no evaluation prompts")
+    ref, tokenizer = load_reference(cfg.ref_model, cfg.device)
+    qsharp = load_value_model(cfg.qsharp_model, tokenizer, cfg.device) if cfg.qsharp_model else None
+    cd = load_value_model(cfg.cd_model, tokenizer, cfg.device) if cfg.cd_model else None
+    if cd is not None and cd.kind != "mean":
+        raise UserError(f"the CD model at {cfg.cd_model} has a {cd.kind} head; CD needs a mean head")
+    prompt_ids = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    equal = getattr(task, "answers_equal", lambda a, b: a == b)
+    rows = []
+    bar = tqdm(_methods(cfg, qsharp, cd), desc="evaluate", disable=not progress)
+    for method, eta, value_model in bar:
+        bar.set_postfix_str(f"{method} η={eta}")
+        samples = {"reward": [], "answer": [], "sequence": [], "kl": []}
+        start, tokens = time.perf_counter(), 0
+        for first in range(0, len(problems), cfg.prompts_per_batch):
+            batch = slice(first, first + cfg.prompts_per_batch)
+            out = guided_generate(
+                ref, tokenizer, prompt_ids[batch], value_model, etas=(eta,), num_samples=cfg.num_samples,
+                max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, temperature=cfg.temperature,
+                top_p=cfg.top_p, seed=cfg.seed + first,
+            )  # fmt: skip
+            scored = score_samples(task, problems[batch], prompt_ids[batch], out, tokenizer)
+            for key, values in scored.items():
+                samples[key] += values
+            samples["kl"] += out.kl.tolist()
+            tokens += int(out.lengths.sum())
+        samples["tok_s"] = tokens / (time.perf_counter() - start)
+        rows.append(summarize(method, eta, samples, cfg.num_samples, qsharp or cd, equal, task.v_max))
+    write_report(cfg, rows, task.name)
+    return rows
+
+
+def write_report(cfg: EvaluateConfig, rows: list[dict], task_name: str) -> None:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "results.json", rows)
+    n = rows[0]["n_samples"]
+    header = f"# {task_name}: {rows[0]['n_prompts']} prompts × {n} samples (maj@n, pass@n, best-of-n with n = {n})\n\n"
+    atomic_write_text(cfg.out / "results.md", header + markdown_table(rows, COLUMNS))
+    accuracy_kl_plot(rows, cfg.out / "pareto.png", "pass@1", f"{task_name}: pass@1 against KL to π_ref")
+    atomic_write_text(cfg.out / "evaluate_config.json", json.dumps(dataclasses.asdict(cfg), default=str, indent=2))
+
+
+def summary_line(rows: list[dict]) -> str:
+    ref = next(r for r in rows if r["method"] == "pi_ref")
+    parts = [f"π_ref pass@1 {ref['pass@1']:.3f} ± {ref['pass@1_se']:.3f}"]
+    for method in ("qsharp", "cd"):
+        mine = [r for r in rows if r["method"] == method]
+        if mine:
+            best = max(mine, key=lambda r: r["pass@1"])
+            score = f"{best['pass@1']:.3f} ± {best['pass@1_se']:.3f}"
+            parts.append(f"{method} best {score} at η={best['eta']:g} (KL {best['kl']:.2f})")
+    return "; ".join(parts)

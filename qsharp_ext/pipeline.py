@@ -1,0 +1,189 @@
+"""`qsharp-ext pipeline`: DAgger rounds of collect → train → evaluate in one run folder, resumable.
+
+Round k collects roll-outs with π^{k-1} (round 1: π_ref; later rounds: π_ref guided by the previous round's
+Q♯ value model at `collect_eta`), trains the Q♯ value model (and the CD baseline's mean head) on the data
+of rounds 1..k, and evaluates π_ref, CD and Q♯ at every η. Every stage resumes on its own (collect by
+shard, train from its last checkpoint, evaluate when its results are missing), so re-running the same
+command after a crash or Ctrl-C continues where it stopped, and a finished run is not redone.
+
+Run folder:
+    pipeline.json            the config the run was started with (a different config is refused)
+    ref_model/               π_ref when it is made on the fly (`ref_model: tiny`)
+    round-K/data/            roll-out shards + manifest.json
+    round-K/qsharp/          Q♯ value model: model/, checkpoints/, metrics.jsonl, training_curve.png
+    round-K/cd/              CD value model (mean head), same layout
+    round-K/eval/            results.json, results.md, pareto.png
+    results.json, results.md, pareto.png    the last round's evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from qsharp_ext import rollouts, training
+from qsharp_ext.errors import UserError
+from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
+from qsharp_ext.io import atomic_write_text
+from qsharp_ext.rollouts import CollectConfig, run_collect
+from qsharp_ext.tasks import make_task
+from qsharp_ext.training import TrainConfig, run_train
+
+TINY = "tiny"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Rounds of DAgger data collection, value-model training and evaluation (Q♯, CD, π_ref)."""
+
+    out: Path = Path("runs/pipeline")
+    """Run folder; re-running the same command continues an interrupted run there."""
+    task: str = "first_token"
+    """Task: prompts, reward and answer extraction."""
+    ref_model: str = TINY
+    """π_ref: a folder or hub id; `tiny` makes a small random Llama over the task's words (synthetic tasks)."""
+    rounds: int = 2
+    """DAgger rounds (the paper uses 2)."""
+    samples_per_prompt: int = 16
+    """Roll-outs per training prompt and round."""
+    max_train_prompts: int | None = None
+    """Use only the first N training prompts."""
+    collect_eta: float = 0.1
+    """η of the guided roll-in from round 2 on."""
+    max_new_tokens: int = 32
+    """Longest completion, for roll-outs and evaluation."""
+    top_k: int = 20
+    """Candidates scored per step by the value model."""
+    temperature: float = 1.0
+    """π_ref's sampling temperature."""
+    num_layers: int = 2
+    """π_ref layers copied into the value models."""
+    kind: str = "bernoulli"
+    """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
+    parameterization: str = "v"
+    """v (score each candidate prefix) or q (one distribution per next token)."""
+    train_steps: int = 200
+    """Optimizer steps per round."""
+    batch_size: int = 16
+    """Trajectories per training step."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    train_cd: bool = True
+    """Also train the CD baseline (mean head, MSE) on the same data."""
+    etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
+    """η values evaluated for Q♯ and CD."""
+    eval_samples: int = 8
+    """Samples per evaluation prompt."""
+    max_eval_prompts: int | None = None
+    """Evaluate on the first N evaluation prompts."""
+    evaluate_every_round: bool = True
+    """Evaluate after each round (False: after the last one only)."""
+    seed: int = 0
+    """Seed of everything: models made on the fly, roll-outs, training, evaluation."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+
+
+def check_run_folder(cfg: PipelineConfig) -> None:
+    """Record the config on first use; refuse to continue a run folder started with another one."""
+    path = cfg.out / "pipeline.json"
+    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    if path.is_file():
+        started = json.loads(path.read_text())
+        changed = sorted(k for k in current if started.get(k) != current[k] and k not in ("out", "device"))
+        if changed:
+            raise UserError(
+                f"{cfg.out} was started with other settings ({', '.join(changed)}); use a new --out or the same config"
+            )
+        return
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+
+
+def prepare_reference(cfg: PipelineConfig, task) -> str:
+    """π_ref's folder: the given one, or a small random Llama over the task's words saved in the run."""
+    if cfg.ref_model != TINY:
+        return cfg.ref_model
+    if not hasattr(task, "tokenizer"):
+        raise UserError(f"ref_model: tiny needs a synthetic task with its own tokenizer; {task.name} has none")
+    folder = cfg.out / "ref_model"
+    if not (folder / "config.json").is_file():
+        from qsharp_ext.tasks.first_token import make_tiny_reference
+
+        tmp = cfg.out / ".ref_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_tiny_reference(task, seed=cfg.seed).save_pretrained(tmp)
+        task.tokenizer().save_pretrained(tmp)
+        tmp.rename(folder)
+    return str(folder)
+
+
+def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> TrainConfig:
+    """Round k's training run for one head; it starts from round k-1's model of the same kind."""
+    name = "qsharp" if kind != "mean" else "cd"
+    previous = cfg.out / f"round-{round_k - 1}" / name / "model"
+    return TrainConfig(
+        out=cfg.out / f"round-{round_k}" / name,
+        data=tuple(cfg.out / f"round-{k}" / "data" for k in range(1, round_k + 1)),
+        ref_model=ref,
+        init_value_model=str(previous) if round_k > 1 else None,
+        num_layers=cfg.num_layers,
+        kind=kind,
+        parameterization=cfg.parameterization,
+        steps=cfg.train_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed + round_k,
+        device=cfg.device,
+    )
+
+
+def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
+    folder = cfg.out / f"round-{k}"
+    guide = cfg.out / f"round-{k - 1}" / "qsharp" / "model"
+    collect = CollectConfig(
+        out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, task=cfg.task, round=k,
+        samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_new_tokens=cfg.max_new_tokens,
+        top_k=cfg.top_k, temperature=cfg.temperature, max_prompts=cfg.max_train_prompts, seed=cfg.seed,
+        device=cfg.device,
+    )  # fmt: skip
+    print(f"round {k}/{cfg.rounds}: collect")
+    print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
+    print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
+    print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind)))}")
+    if cfg.train_cd:
+        print(f"round {k}/{cfg.rounds}: train CD (mean head)")
+        print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, 'mean')))}")
+    if not (cfg.evaluate_every_round or k == cfg.rounds):
+        return None
+    results = folder / "eval" / "results.json"
+    if results.is_file():
+        return json.loads(results.read_text())
+    print(f"round {k}/{cfg.rounds}: evaluate")
+    evaluate = EvaluateConfig(
+        out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
+        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, task=cfg.task, etas=cfg.etas,
+        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, max_new_tokens=cfg.max_new_tokens,
+        top_k=cfg.top_k, temperature=cfg.temperature, seed=cfg.seed, device=cfg.device,
+    )  # fmt: skip
+    rows = run_evaluate(evaluate, task=task)
+    print(f"round {k}: {summary_line(rows)}")
+    return rows
+
+
+def run_pipeline(cfg: PipelineConfig) -> list[dict]:
+    """All rounds; returns the last round's evaluation rows (also copied to the run folder's top)."""
+    if cfg.rounds < 1:
+        raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
+    check_run_folder(cfg)
+    task = make_task(cfg.task)
+    ref = prepare_reference(cfg, task)
+    rows: list[dict] | None = None
+    for k in range(1, cfg.rounds + 1):
+        rows = run_round(cfg, task, ref, k)
+    final = cfg.out / f"round-{cfg.rounds}" / "eval"
+    for name in ("results.json", "results.md", "pareto.png"):
+        shutil.copyfile(final / name, cfg.out / name)
+    return rows

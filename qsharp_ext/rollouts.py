@@ -1,0 +1,228 @@
+"""`collect`: one DAgger round of roll-in / roll-out data, written as Parquet shards that survive a crash.
+
+For every sample of every training prompt a switch step h is drawn; the round's policy π^k (π_ref guided
+by the current value model at η, or π_ref itself in round 1) writes the first h tokens, π_ref finishes
+the text, and the task scores it. Positions from h on are targets labelled with that final reward
+(prefix extension); training decides how to use them.
+
+Every sample's noise and switch step come from a hash of (seed, round, prompt id, sample index), and
+prompts are grouped into fixed shards, so a shard's rows do not depend on which shards ran before: a run
+killed at any point and restarted writes exactly the data an uninterrupted run writes. It knows nothing
+of training; the format on disk is rollout_data.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.generate import guided_generate
+from qsharp_ext.loading import load_reference, load_value_model
+from qsharp_ext.rollout_data import (
+    Rollout,
+    check_settings,
+    read_manifest,
+    read_rollouts,
+    record_settings,
+    shard_name,
+    write_shard,
+)
+from qsharp_ext.tasks import Problem, Task, make_task
+from qsharp_ext.value_model import ValueModel
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """Collect one round of roll-out data: roll in with π^k, roll out with π_ref, score with the task."""
+
+    out: Path
+    """The round's data folder: Parquet shards and manifest.json; an interrupted run resumes there."""
+    ref_model: str
+    """π_ref: a model folder (or hub id) with its tokenizer."""
+    value_model: str | None = None
+    """Folder of the value model that guides the roll-in (this round's π^k); None: π_ref (round 1)."""
+    task: str = "first_token"
+    """Task whose training prompts are rolled out and whose reward scores the completions."""
+    round: int = 1
+    """DAgger round number, stored with every sample and mixed into the sample seeds."""
+    samples_per_prompt: int = 16
+    """Completions per training prompt."""
+    eta: float = 0.1
+    """KL-regularization strength of the guided roll-in (unused without a value model)."""
+    max_new_tokens: int = 32
+    """Longest completion; the switch step h is drawn uniformly in [0, max_new_tokens - 1]."""
+    top_k: int = 20
+    """Candidates the value model scores at each guided step."""
+    temperature: float = 1.0
+    """Sampling temperature of π_ref."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1: off)."""
+    prompts_per_shard: int = 8
+    """Prompts per shard: the unit of work written at once and skipped on resume."""
+    max_prompts: int | None = None
+    """Use only the first this many training prompts; None: all of them."""
+    seed: int = 0
+    """Run seed: with the round, prompt id and sample index it fixes every sample's noise and switch step."""
+    device: str = "auto"
+    """auto (the GPU when there is one), cpu, cuda or cuda:N."""
+
+
+def check_config(cfg: CollectConfig) -> None:
+    for name in ("round", "samples_per_prompt", "max_new_tokens", "top_k", "prompts_per_shard"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if not cfg.eta > 0:
+        raise UserError(f"eta must be positive, got {cfg.eta}")
+    if cfg.max_prompts is not None and cfg.max_prompts < 1:
+        raise UserError(f"max_prompts must be at least 1 (or None for all), got {cfg.max_prompts}")
+
+
+def sample_seed_and_switch(seed: int, round: int, prompt_id: str, sample: int, max_new_tokens: int) -> tuple[int, int]:
+    """A sample's noise seed and switch step h ∈ [0, max_new_tokens - 1], from a hash of who it is.
+
+    sha256, not hash(): the same on every machine and in every process.
+    """
+    digest = hashlib.sha256(f"{seed}\x00{round}\x00{prompt_id}\x00{sample}".encode()).digest()
+    noise_seed = int.from_bytes(digest[:8], "little") >> 1  # fits a signed 64-bit column
+    switch = random.Random(int.from_bytes(digest[8:16], "little")).randrange(max_new_tokens)
+    return noise_seed, switch
+
+
+def _model_name(name: str | None) -> str | None:
+    """A local folder as an absolute path (the same folder from any working directory); hub ids as given."""
+    if name is None or not Path(name).expanduser().exists():
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def _problems_digest(problems: list[Problem]) -> str:
+    text = "\n".join(f"{p.id}\t{p.prompt}\t{p.answer}" for p in problems)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def collect_settings(cfg: CollectConfig, task: Task, problems: list[Problem]) -> dict[str, Any]:
+    """Everything that decides the data (not the device or the progress bar), stored in the manifest."""
+    return {
+        "task": task.name,
+        "task_settings": task.settings(),
+        "problems": len(problems),
+        "problems_digest": _problems_digest(problems),
+        "ref_model": _model_name(cfg.ref_model),
+        "value_model": _model_name(cfg.value_model),
+        "round": cfg.round,
+        "samples_per_prompt": cfg.samples_per_prompt,
+        "eta": cfg.eta if cfg.value_model is not None else None,
+        "max_new_tokens": cfg.max_new_tokens,
+        "top_k": cfg.top_k,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "prompts_per_shard": cfg.prompts_per_shard,
+        "seed": cfg.seed,
+    }
+
+
+def collect_shard(
+    cfg: CollectConfig,
+    task: Task,
+    problems: list[Problem],
+    ref: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    value_model: ValueModel | None,
+) -> list[Rollout]:
+    """Roll out `samples_per_prompt` samples of each problem in one batch; rows are prompt-major."""
+    prompt_ids = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    draws = [
+        sample_seed_and_switch(cfg.seed, cfg.round, p.id, s, cfg.max_new_tokens)
+        for p in problems
+        for s in range(cfg.samples_per_prompt)
+    ]
+    eta = cfg.eta if value_model is not None else None
+    out = guided_generate(
+        ref, tokenizer, prompt_ids, value_model,
+        etas=(eta,), num_samples=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
+        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id,
+        row_seeds=[noise_seed for noise_seed, _ in draws], rollin_steps=[switch for _, switch in draws],
+    )  # fmt: skip
+    completions = out.token_lists()
+    rollouts = []
+    for row, (completion, (noise_seed, switch)) in enumerate(zip(completions, draws, strict=True)):
+        if value_model is None:  # the roll-in policy is π_ref itself: every prefix has a π_ref continuation
+            switch = 0
+        p, s = divmod(row, cfg.samples_per_prompt)
+        text = tokenizer.decode(completion, skip_special_tokens=True)
+        rollouts.append(
+            Rollout(
+                prompt_id=problems[p].id, sample_index=s, round=cfg.round, eta=eta, seed=noise_seed,
+                prompt_ids=prompt_ids[p], completion_ids=completion, switch=min(switch, len(completion)),
+                reward=task.reward(problems[p], text),
+            )
+        )  # fmt: skip
+    return rollouts
+
+
+def _training_problems(cfg: CollectConfig, task: Task) -> list[Problem]:
+    problems = task.train_problems()[: cfg.max_prompts]
+    if not problems:
+        raise UserError(f"task {task.name} has no training prompts to collect")
+    return problems
+
+
+def run_collect(cfg: CollectConfig, task: Task | None = None, progress: bool = True) -> Path:
+    """Collect (or finish collecting) the round into `cfg.out`; returns the folder. Finished shards are kept."""
+    check_config(cfg)
+    task = task if task is not None else make_task(cfg.task)
+    problems = _training_problems(cfg, task)
+    shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
+    out, settings = Path(cfg.out), collect_settings(cfg, task, problems)
+    check_settings(out, settings)
+    todo = [i for i in range(len(shards)) if shard_name(i) not in read_manifest(out)["shards"]]
+    if not todo:
+        return out
+    ref, tokenizer = load_reference(cfg.ref_model, cfg.device)
+    value_model = load_value_model(cfg.value_model, tokenizer, cfg.device) if cfg.value_model else None
+    record_settings(out, settings)  # only once the models load: a typo leaves no folder behind
+    bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=f"collect round {cfg.round}", unit="shard",
+               disable=not progress)  # fmt: skip
+    for index in todo:
+        write_shard(out, index, collect_shard(cfg, task, shards[index], ref, tokenizer, value_model))
+        bar.update()
+    bar.close()
+    return out
+
+
+def summary_line(out: Path, seconds: float | None = None) -> str:
+    """One line about a collected folder: samples, mean reward, mean completion length (and time taken)."""
+    rollouts = read_rollouts([Path(out)])
+    mean_reward = sum(r.reward for r in rollouts) / len(rollouts)
+    mean_len = sum(len(r.completion_ids) for r in rollouts) / len(rollouts)
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    return f"collected {len(rollouts)} samples{took}: mean reward {mean_reward:.4f}, mean length {mean_len:.1f} tokens"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qsharp_ext.rollouts --out DIR --ref-model DIR ...` (YAML with --config)."""
+    from qsharp_ext.config import parse_config
+
+    prog = "python -m qsharp_ext.rollouts"
+    try:
+        cfg = parse_config(CollectConfig, sys.argv[1:] if argv is None else argv, prog, CollectConfig.__doc__ or "")
+        start = time.perf_counter()
+        out = run_collect(cfg)
+        print(f"{summary_line(out, time.perf_counter() - start)}; data in {out}")
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

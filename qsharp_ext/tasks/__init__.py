@@ -1,0 +1,30 @@
+"""Tasks by name: `make_task("first_token", n_train=64)`.
+
+A plain dict of task classes; options go to the class's constructor and unknown ones are refused clearly.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.tasks.base import Problem, Task
+from qsharp_ext.tasks.first_token import FirstTokenTask
+
+TASKS: dict[str, type[Task]] = {"first_token": FirstTokenTask}
+
+__all__ = ["TASKS", "FirstTokenTask", "Problem", "Task", "make_task"]
+
+
+def make_task(name: str, **options) -> Task:
+    """The task called `name`, built with `options`."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    task_cls = TASKS[name]
+    accepted = set(inspect.signature(task_cls).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise UserError(
+            f"task {name} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}"
+        )
+    return task_cls(**options)

@@ -1,0 +1,625 @@
+"""Value-model training: supervised learning of the final-reward distribution Z from roll-outs.
+
+Every roll-out (prompt, completion, switch step h, final reward r) labels every prefix prompt +
+completion[:j], j ≥ h, with r ("prefix extension"). All of them are scored by ONE forward pass over the
+whole sequence: a V-type head at position t scores the prefix that ends with token t; a Q-type head at
+position t scores the prefix extended by the token at t + 1. The loss is the head's loss (BCE, two-hot NLL
+or MSE) averaged over every target position of the batch.
+
+The loop: AdamW, linear warm-up then cosine (or constant) learning rate, gradient clipping, optional bf16
+autocast; a data order that is a pure function of (seed, step), so that a run resumed from a checkpoint
+ends with exactly the weights of an uninterrupted one; held-out evaluation on whole prompts (loss, ROC-AUC,
+calibration, accuracy); checkpoints written to a temporary folder and renamed, the last two kept.
+
+It knows how roll-outs look on disk (rollout_data.py) and what a value model computes (value_model.py);
+it knows nothing of how roll-outs are collected or how the trained model guides decoding.
+
+Run folder (`TrainConfig.out`):
+    model/                  the final value model (ValueModel.save_pretrained)
+    checkpoints/step-N/     a loadable value model plus trainer_state.pt (optimizer, scheduler, RNG, step)
+    metrics.jsonl           one line per step: train loss and lr; held-out metrics on evaluation steps
+    training_curve.png      train / held-out loss and held-out ROC-AUC against step
+    summary.json            config, final metrics, counts and time; its presence marks a finished run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from qsharp_ext import metrics as M
+from qsharp_ext.errors import UserError
+from qsharp_ext.io import atomic_write_text, write_json
+from qsharp_ext.loading import load_reference, resolve_device
+from qsharp_ext.plots import save_figure
+from qsharp_ext.rollout_data import Rollout, read_rollouts
+from qsharp_ext.value_model import ValueModel
+
+STATE_FILE = "trainer_state.pt"
+# Fields that may change when a run is resumed: they do not change what the steps already taken computed.
+RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Train a value model on roll-outs by supervised learning (prefix extension, one pass per trajectory)."""
+
+    out: Path
+    """Run folder: model/, checkpoints/step-N/, metrics.jsonl, training_curve.png, summary.json. A folder
+    holding a checkpoint is resumed from its latest one; a finished run with the same config is not redone."""
+    data: tuple[Path, ...]
+    """Roll-out folders (one per DAgger round); their trajectories are pooled."""
+    ref_model: str
+    """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked."""
+    init_value_model: str | None = None
+    """Start from this saved value model instead of π_ref's first layers (num_layers is then ignored)."""
+    num_layers: int = 2
+    """How many of π_ref's first layers the value model's backbone copies."""
+    kind: str = "bernoulli"
+    """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
+    parameterization: str = "v"
+    """v: position t scores the prefix ending with token t; q: it scores every possible next token."""
+    n_atoms: int = 11
+    """Atoms of the histogram head (ignored by the other heads)."""
+    v_min: float = 0.0
+    """Lowest reward; every reward must lie in [v_min, v_max] (bernoulli: 0)."""
+    v_max: float = 1.0
+    """Highest reward (bernoulli: 1)."""
+    prefix_extension: bool = True
+    """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
+    steps: int = 200
+    """Optimizer steps; raising it on a finished run continues from its last checkpoint."""
+    batch_size: int = 16
+    """Trajectories per step (each contributes all of its target positions)."""
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay."""
+    warmup_steps: int = 20
+    """Steps of linear warm-up from lr / warmup_steps to lr."""
+    schedule: str = "cosine"
+    """After warm-up: cosine (decays to 0 at the last step) or constant."""
+    grad_clip: float = 1.0
+    """Clip the gradient's global norm to this (0: no clipping)."""
+    bf16: bool = False
+    """Run forward and backward under bfloat16 autocast (weights and optimizer state stay float32)."""
+    eval_fraction: float = 0.1
+    """Share of prompts held out for evaluation, with all their samples (split by a hash of the prompt id)."""
+    eval_every: int = 50
+    """Evaluate on the held-out trajectories every this many steps, and at the end."""
+    save_every: int = 50
+    """Write a checkpoint every this many steps, and at the end (the last two are kept)."""
+    seed: int = 0
+    """Seed of the head's initialization and of the data order."""
+    device: str = "auto"
+    """auto (the GPU when there is one), cpu, cuda or cuda:N."""
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One clear sentence for a config that cannot work, before anything is loaded."""
+    if not cfg.data:
+        raise UserError("no roll-out data: give one or more folders with --data")
+    if not cfg.ref_model:
+        raise UserError("no reference model: give π_ref's folder or hub id with --ref-model")
+    if cfg.kind not in ("bernoulli", "histogram", "mean"):
+        raise UserError(f"kind must be bernoulli, histogram or mean, not {cfg.kind!r}")
+    if cfg.parameterization not in ("v", "q"):
+        raise UserError(f"parameterization must be 'v' or 'q', not {cfg.parameterization!r}")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise UserError(f"schedule must be cosine or constant, not {cfg.schedule!r}")
+    if cfg.kind == "bernoulli" and (cfg.v_min, cfg.v_max) != (0.0, 1.0):
+        raise UserError(f"a bernoulli head models rewards in [0, 1]; got v_min={cfg.v_min}, v_max={cfg.v_max}")
+    if not cfg.v_max > cfg.v_min:
+        raise UserError(f"v_max must be greater than v_min (got {cfg.v_min}, {cfg.v_max})")
+    if cfg.kind == "histogram" and cfg.n_atoms < 2:
+        raise UserError(f"a histogram head needs n_atoms >= 2, got {cfg.n_atoms}")
+    positive = {"steps": cfg.steps, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
+    positive |= {"save_every": cfg.save_every, "num_layers": cfg.num_layers, "lr": cfg.lr}
+    for name, value in positive.items():
+        if not value > 0:
+            raise UserError(f"{name} must be positive, got {value}")
+    if cfg.warmup_steps < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0:
+        raise UserError("warmup_steps, grad_clip and weight_decay must not be negative")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise UserError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as JSON values (paths as strings, tuples as lists)."""
+    as_json = {"out": str(cfg.out), "data": [str(p) for p in cfg.data]}
+    return {**dataclasses.asdict(cfg), **as_json}
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def check_rollouts(rollouts: list[Rollout], cfg: TrainConfig) -> None:
+    """Rewards inside the head's support and switch steps inside the completion, naming the first offender."""
+    for r in rollouts:
+        where = f"prompt {r.prompt_id!r} sample {r.sample_index} (round {r.round})"
+        if not cfg.v_min <= r.reward <= cfg.v_max:
+            raise UserError(
+                f"reward {r.reward} of {where} is outside the value head's support [{cfg.v_min}, {cfg.v_max}]; "
+                "set v_min / v_max (histogram or mean head) to cover every reward"
+            )
+        if not 0 <= r.switch <= len(r.completion_ids):
+            n = len(r.completion_ids)
+            raise UserError(f"switch step {r.switch} of {where} is outside its {n}-token completion")
+
+
+def target_positions(prompt_len: int, completion_len: int, switch: int, q_type: bool, prefix_extension: bool) -> range:
+    """Positions whose head output scores a target prefix prompt + completion[:j], j ≥ switch.
+
+    V-type: position t scores the prefix ending with token t, so j = switch … len(completion) sit at
+    prompt_len - 1 + switch … prompt_len + completion_len - 1. Q-type: position t scores the prefix
+    extended by token t + 1, so the last position is never a target. A prefix with no token (empty prompt,
+    switch 0) has no position and is skipped.
+    """
+    first = max(prompt_len - 1 + switch, 0)
+    last = prompt_len + completion_len - (2 if q_type else 1)
+    if not prefix_extension:
+        last = min(last, first)
+    return range(first, last + 1)
+
+
+def count_targets(rollout: Rollout, cfg: TrainConfig) -> int:
+    q_type = cfg.parameterization == "q"
+    args = (len(rollout.prompt_ids), len(rollout.completion_ids), rollout.switch)
+    return len(target_positions(*args, q_type, cfg.prefix_extension))
+
+
+@dataclasses.dataclass
+class Batch:
+    """Right-padded sequences and where their targets are: N target positions over B sequences."""
+
+    input_ids: torch.Tensor  # (B, T) prompt + completion, right-padded
+    attention_mask: torch.Tensor  # (B, T) 1 on real tokens
+    rows: torch.Tensor  # (N,) sequence of each target
+    cols: torch.Tensor  # (N,) position whose hidden state scores the target
+    next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
+    rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+
+def collate(rollouts: list[Rollout], q_type: bool, prefix_extension: bool, pad_id: int = 0) -> Batch:
+    """One batch: every sequence once, every target position listed."""
+    seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    rows, cols, rewards = [], [], []
+    for i, (r, seq) in enumerate(zip(rollouts, seqs, strict=True)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+        positions = target_positions(len(r.prompt_ids), len(r.completion_ids), r.switch, q_type, prefix_extension)
+        rows += [i] * len(positions)
+        cols += positions
+        rewards += [r.reward] * len(positions)
+    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)  # (N,)
+    next_ids = input_ids[rows_t, (cols_t + 1).clamp(max=width - 1)]  # (N,); unused by V-type
+    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, torch.tensor(rewards, dtype=torch.float32))
+
+
+def _prompt_hash(prompt_id: str) -> str:
+    return hashlib.sha256(prompt_id.encode()).hexdigest()
+
+
+def split_by_prompt(rollouts: list[Rollout], eval_fraction: float) -> tuple[list[Rollout], list[Rollout]]:
+    """(train, held out): the round(eval_fraction · #prompts) prompts whose ids hash lowest are held out.
+
+    At least one prompt is held out when eval_fraction > 0, and at least one is kept for training, so
+    data with a single prompt has no held-out set. The split depends on the prompt ids only.
+    """
+    prompts = sorted({r.prompt_id for r in rollouts}, key=_prompt_hash)
+    n_eval = max(round(eval_fraction * len(prompts)), 1) if eval_fraction > 0 else 0
+    held_out = set(prompts[: min(n_eval, len(prompts) - 1)])
+    return [r for r in rollouts if r.prompt_id not in held_out], [r for r in rollouts if r.prompt_id in held_out]
+
+
+def data_digest(rollouts: list[Rollout]) -> str:
+    """A hash of which trajectories the run trains on, to refuse resuming on different data."""
+    keys = [(r.prompt_id, r.sample_index, r.round, r.seed, r.reward) for r in rollouts]
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, n: int) -> tuple[int, ...]:
+    """The seeded permutation of the n training trajectories used in `epoch`."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return tuple(torch.randperm(n, generator=generator).tolist())
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Trajectories of the batch at 0-based `step`: positions step·B … step·B + B − 1 of the epoch stream."""
+    positions = range(step * batch_size, (step + 1) * batch_size)
+    return [epoch_order(seed, p // n, n)[p % n] for p in positions]
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """A Q-type head's outputs for one token per row, without forming all V of them.
+
+    Shapes: `hidden` (N, H), `tokens` (N,) → (N,) or (N, n). The head's output rows are laid out as
+    (vocabulary, outputs per token), as in ValueModel.head_outputs.
+    """
+    per_token = model.head_config.outputs_per_token
+    weight = model.head.weight.view(-1, per_token, hidden.shape[-1])[tokens]  # (N, n, H)
+    bias = model.head.bias.view(-1, per_token)[tokens]  # (N, n)
+    out = (torch.einsum("nkh,nh->nk", weight, hidden) + bias).float()  # (N, n)
+    return out.squeeze(-1) if per_token == 1 else out
+
+
+def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
+    hidden = model.backbone(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    ).last_hidden_state  # (B, T, H)
+    hidden = hidden[batch.rows, batch.cols]  # (N, H)
+    if model.is_q_type:
+        return q_outputs_for_tokens(model, hidden, batch.next_ids)
+    return model.head_outputs(hidden)
+
+
+def batch_loss(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """Mean loss over every target position of the batch (prefix extension in one pass)."""
+    return model.loss(target_outputs(model, batch), batch.rewards)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at 0-based `step`: linear warm-up, then cosine to 0 or constant."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(
+    model: ValueModel, cfg: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = functools.partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, schedule=cfg.schedule)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def train_step(
+    model: ValueModel,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """One optimizer step; returns the batch loss and the lr it used."""
+    model.train()
+    with autocast(device, cfg.bf16):
+        loss = batch_loss(model, batch.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    return {"train_loss": loss.item(), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Held-out loss, and ROC-AUC / ECE / accuracy of E[z] against the outcome reward > (v_min + v_max) / 2.
+
+    Over every target position of the held-out trajectories (the same targets as training). Metrics that
+    are undefined (no held-out data, one outcome class only) are None.
+    """
+    model.eval()
+    expected, rewards, loss_sum = [], [], 0.0
+    for start in range(0, len(rollouts), cfg.batch_size):
+        batch = collate(rollouts[start : start + cfg.batch_size], model.is_q_type, cfg.prefix_extension).to(device)
+        with autocast(device, cfg.bf16):
+            out = target_outputs(model, batch)  # (N,) or (N, n)
+            loss_sum += model.loss(out, batch.rewards).item() * batch.rewards.numel()
+        expected.append(model.expected_reward(out.float()).cpu())
+        rewards.append(batch.rewards.cpu())
+    if not rewards:
+        return {"eval_loss": None, "roc_auc": None, "ece": None, "accuracy": None, "eval_positions": 0}
+    expected_t, rewards_t = torch.cat(expected), torch.cat(rewards)  # (N,)
+    outcome = rewards_t > (cfg.v_min + cfg.v_max) / 2
+    prob = ((expected_t - cfg.v_min) / (cfg.v_max - cfg.v_min)).clamp(0.0, 1.0)
+    return {
+        "eval_loss": loss_sum / rewards_t.numel(),
+        "roc_auc": M.roc_auc(expected_t, outcome),
+        "ece": M.expected_calibration_error(prob, outcome),
+        "accuracy": M.accuracy(prob, outcome),
+        "eval_positions": rewards_t.numel(),
+    }
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    """Steps of the finished checkpoints in `out`/checkpoints, oldest first."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    names = (p.name for p in folder.iterdir() if (p / STATE_FILE).is_file())
+    return sorted(int(n.removeprefix("step-")) for n in names if n.startswith("step-") and n[5:].isdigit())
+
+
+def checkpoint_path(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step-{step}"
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """Put the finished folder `tmp` at `final` by renames, so `final` is never half-written."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model: ValueModel, tokenizer: PreTrainedTokenizerBase, final: Path, state: dict | None = None) -> None:
+    """A value model folder (plus trainer_state.pt when `state` is given), written aside and renamed."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer=tokenizer)
+    if state is not None:
+        torch.save(state, tmp / STATE_FILE)
+    replace_folder(tmp, final)
+
+
+def trainer_state(step: int, optimizer, scheduler, cfg: TrainConfig, digest: str) -> dict[str, Any]:
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": cuda_rng,
+        "config": json.dumps(config_dict(cfg)),
+        "data_digest": digest,
+    }
+
+
+def save_checkpoint(model, tokenizer, step: int, optimizer, scheduler, cfg: TrainConfig, digest: str) -> None:
+    """checkpoints/step-N (atomic), then drop all but the last two."""
+    save_model(model, tokenizer, checkpoint_path(cfg.out, step), trainer_state(step, optimizer, scheduler, cfg, digest))
+    for old in checkpoint_steps(cfg.out)[:-2]:
+        shutil.rmtree(checkpoint_path(cfg.out, old))
+
+
+def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
+    """Refuse to continue a checkpoint under a config or data it was not trained with."""
+    saved = json.loads(state["config"])
+    changed = [k for k, v in config_dict(cfg).items() if k not in RESUMABLE_FIELDS and saved.get(k) != v]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} → {config_dict(cfg)[k]!r}" for k in changed)
+        raise UserError(f"{where} was trained with another config ({diffs}); use a new --out folder")
+    if state["data_digest"] != digest:
+        raise UserError(f"the roll-out data changed since {where} was written; use a new --out folder")
+    if state["step"] > cfg.steps:
+        raise UserError(f"{where} is already past steps={cfg.steps}; raise --steps or use a new --out folder")
+
+
+def restore(model, optimizer, scheduler, state: dict[str, Any]) -> int:
+    """Optimizer, scheduler and RNG as they were at the checkpoint; returns its step."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"]
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_model: PreTrainedModel) -> ValueModel:
+    """π_ref's first layers plus a fresh head, or a saved value model whose head matches the config."""
+    head = {"kind": cfg.kind, "parameterization": cfg.parameterization}
+    head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
+    if cfg.init_value_model is None:
+        return ValueModel.from_reference(ref_model, cfg.num_layers, tokenizer, **head)
+    if not Path(cfg.init_value_model).is_dir():
+        raise UserError(f"value model folder {cfg.init_value_model} does not exist")
+    model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer)
+    saved = dataclasses.asdict(model.head_config)
+    if cfg.kind != "histogram":
+        head.pop("n_atoms")
+    mismatch = [f"{k}={saved[k]!r} (config: {v!r})" for k, v in head.items() if saved[k] != v]
+    if mismatch:
+        raise UserError(f"the value model at {cfg.init_value_model} has {', '.join(mismatch)}")
+    return model
+
+
+def load_records(path: Path, upto: int) -> list[dict[str, Any]]:
+    """The metrics.jsonl records up to step `upto` (later ones belong to steps that will be redone)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        if record.get("step", upto + 1) <= upto:
+            records.append(record)
+    return records
+
+
+def finished_summary(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a finished run in cfg.out with the same config (out and device aside), else None."""
+    path = cfg.out / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    ignore = ("out", "device")
+    same = all(summary["config"].get(k) == v for k, v in config_dict(cfg).items() if k not in ignore)
+    return summary if same else None
+
+
+def mean_train_loss(records: list[dict[str, Any]]) -> float | None:
+    """Mean train loss over the steps since the evaluation before the last record."""
+    previous_eval = max((i for i, r in enumerate(records[:-1]) if "eval_loss" in r), default=-1)
+    losses = [r["train_loss"] for r in records[previous_eval + 1 :] if "train_loss" in r]
+    return sum(losses) / len(losses) if losses else None
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[list[Rollout], list[Rollout]]:
+    """(train, held out) trajectories with at least one target, checked."""
+    rollouts = read_rollouts([Path(p) for p in cfg.data])
+    check_rollouts(rollouts, cfg)
+    rollouts = [r for r in rollouts if count_targets(r, cfg) > 0]
+    train_set, eval_set = split_by_prompt(rollouts, cfg.eval_fraction)
+    if not train_set:
+        raise UserError("the roll-outs hold no training target (every switch step is at the end of its completion)")
+    return train_set, eval_set
+
+
+def start_or_resume(
+    cfg: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    ref_model: PreTrainedModel,
+    digest: str,
+    device: torch.device,
+) -> tuple[ValueModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, int]:
+    """(model, optimizer, scheduler, step): fresh at step 0, or as the latest checkpoint in cfg.out left them."""
+    torch.manual_seed(cfg.seed)  # the head's initialization
+    saved_steps = checkpoint_steps(cfg.out)
+    state = None
+    if saved_steps:
+        where = checkpoint_path(cfg.out, saved_steps[-1])
+        state = torch.load(where / STATE_FILE, weights_only=True)
+        check_resumable(state, cfg, digest, where)
+        model = ValueModel.from_pretrained(where, tokenizer=tokenizer)
+    else:
+        model = initial_model(cfg, tokenizer, ref_model)
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    step = restore(model, optimizer, scheduler, state) if state is not None else 0
+    return model, optimizer, scheduler, step
+
+
+def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume, or skip a finished run), write the run folder; return the final held-out metrics."""
+    check_config(cfg)
+    done = finished_summary(cfg)
+    if done is not None:
+        return done["metrics"]
+    start_time = time.perf_counter()
+    train_set, eval_set = prepare_data(cfg)
+    digest = data_digest(train_set)
+    device = resolve_device(cfg.device)
+    ref_model, tokenizer = load_reference(cfg.ref_model, device="cpu")
+    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, digest, device)
+    del ref_model
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "summary.json").unlink(missing_ok=True)  # this folder no longer holds a finished run
+    metrics_path = cfg.out / "metrics.jsonl"
+    records = load_records(metrics_path, upto=step) if step else []  # a fresh start drops an earlier attempt's
+    atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    if step == 0:
+        records.append(log_record(metrics_path, {"step": 0, **evaluate(model, eval_set, cfg, device)}))
+
+    pad_id = tokenizer.pad_token_id or 0
+    bar = tqdm(total=cfg.steps, initial=step, desc="training value model", disable=not progress, leave=False)
+    while step < cfg.steps:
+        indices = batch_indices(step, cfg.batch_size, len(train_set), cfg.seed)
+        batch = collate([train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id)
+        record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device)}
+        step += 1
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            record |= evaluate(model, eval_set, cfg, device)
+        records.append(log_record(metrics_path, record))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(model, tokenizer, step, optimizer, scheduler, cfg, digest)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{record['lr']:.2e}")
+    bar.close()
+
+    save_model(model, tokenizer, cfg.out / "model")
+    training_curve(records, cfg.out / "training_curve.png")
+    final = {k: records[-1].get(k) for k in ("step", "eval_loss", "roc_auc", "ece", "accuracy", "eval_positions")}
+    final |= {"train_loss": mean_train_loss(records), "train_trajectories": len(train_set)}
+    final |= {"eval_trajectories": len(eval_set), "model": str(cfg.out / "model")}
+    seconds = time.perf_counter() - start_time
+    write_json(cfg.out / "summary.json", {"config": config_dict(cfg), "metrics": final, "seconds": seconds})
+    return final
+
+
+def log_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Append one line to metrics.jsonl (a line cut short by a crash is skipped when resuming)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def summary_line(metrics: dict[str, Any]) -> str:
+    """One line for the end of a run: held-out quality and where the model is."""
+
+    def fmt(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    held_out = (
+        f"held-out loss {fmt('eval_loss')}, ROC-AUC {fmt('roc_auc')}, ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
+        f"({metrics['eval_trajectories']} trajectories, {metrics['eval_positions']} positions)"
+        if metrics.get("eval_trajectories")
+        else "no held-out prompts"
+    )
+    return (
+        f"{metrics['step']} steps on {metrics['train_trajectories']} trajectories, train loss {fmt('train_loss')}; "
+        f"{held_out}; value model in {metrics['model']}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------- plots
+
+
+def training_curve(records: list[dict[str, Any]], path: Path) -> None:
+    """Train and held-out loss (left) and held-out ROC-AUC (right) against step, written atomically."""
+    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
+    held = [(r["step"], r["eval_loss"], r["roc_auc"]) for r in records if r.get("eval_loss") is not None]
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax_loss.plot(*zip(*train, strict=True), color="tab:blue", alpha=0.5, linewidth=1, label="train (per step)")
+    if held:
+        ax_loss.plot([h[0] for h in held], [h[1] for h in held], "o-", color="tab:orange", label="held out")
+        auc = [(s, a) for s, _, a in held if a is not None]
+        if auc:
+            ax_auc.plot(*zip(*auc, strict=True), "o-", color="tab:green")
+    ax_auc.axhline(0.5, color="gray", linestyle="--", linewidth=1)
+    ax_loss.set(xlabel="step", ylabel="loss", title="Value-model loss")
+    ax_auc.set(xlabel="step", ylabel="ROC-AUC", title="Held-out ROC-AUC", ylim=(0.0, 1.02))
+    for ax in (ax_loss, ax_auc):
+        ax.grid(alpha=0.3)
+    ax_loss.legend()
+    save_figure(fig, path, dpi=110)

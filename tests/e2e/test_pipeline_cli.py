@@ -1,0 +1,74 @@
+"""`qsharp-ext pipeline` end to end on configs/smoke.yaml (about a minute), resumable; evaluate's clear errors."""
+
+import itertools
+import json
+import math
+
+import pytest
+
+from tests.e2e.test_cli import run_cli
+
+SMALL: list[str] = []  # the smoke recipe as it ships
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "smoke"
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+def test_pipeline_writes_every_round_and_the_final_report(finished_run):
+    out, result = finished_run
+    for k in (1, 2):
+        assert (out / f"round-{k}" / "data" / "manifest.json").is_file()
+        for head in ("qsharp", "cd"):
+            assert (out / f"round-{k}" / head / "model" / "qsharp_value.json").is_file()
+        assert (out / f"round-{k}" / "eval" / "results.json").is_file()
+    rows = json.loads((out / "results.json").read_text())
+    etas = [1.0, 0.3, 0.1, 0.03]
+    assert [(r["method"], r["eta"]) for r in rows] == [
+        ("pi_ref", None), *[("cd", e) for e in etas], *[("qsharp", e) for e in etas],
+    ]  # fmt: skip
+    keys = {"pass@1", "pass@1_se", "maj@n", "pass@n", "bon_value", "kl", "n_prompts", "n_samples"}
+    for row in rows:
+        assert keys <= set(row) and row["n_prompts"] == 64 and row["n_samples"] == 8
+        assert 0 <= row["pass@1"] <= 1 and row["kl"] >= 0
+    assert (out / "pareto.png").stat().st_size > 1000 and "| qsharp |" in (out / "results.md").read_text()
+    assert "report in" in result.stdout
+
+
+def test_smoke_recipe_qsharp_beats_pi_ref_and_spends_more_kl_as_eta_falls(finished_run):
+    out, _ = finished_run
+    rows = json.loads((out / "results.json").read_text())
+    ref = next(r for r in rows if r["method"] == "pi_ref")
+    qsharp = [r for r in rows if r["method"] == "qsharp"]  # in the order of falling η
+    best = max(qsharp, key=lambda r: r["pass@1"])
+    assert best["pass@1"] - ref["pass@1"] > 2 * math.hypot(best["pass@1_se"], ref["pass@1_se"])
+    kls = [r["kl"] for r in qsharp]
+    assert all(later >= earlier - 1e-3 for earlier, later in itertools.pairwise(kls)) and kls[-1] > kls[0]
+
+
+def test_a_finished_pipeline_is_not_redone(finished_run):
+    out, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    changed = [p for p, t in before.items() if p.stat().st_mtime_ns != t and p.parent != out]
+    assert not changed, changed  # only the top-level copies of the final report are rewritten
+
+
+def test_a_run_folder_refuses_other_settings(finished_run):
+    out, _ = finished_run
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, "--train-steps", "21")
+    assert result.returncode == 1 and "other settings" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path):
+    out, _ = finished_run
+    result = run_cli(
+        "evaluate", "--out", str(tmp_path), "--ref-model", str(out / "ref_model"),
+        "--cd-model", str(out / "round-1" / "qsharp" / "model"), "--max-prompts", "2",
+    )  # fmt: skip
+    assert result.returncode == 1 and "mean head" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,263 @@
+"""Value-model training: prefix extension in one pass equals one pass per prefix, it learns, it resumes exactly."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qsharp_ext import training
+from qsharp_ext.errors import UserError
+from qsharp_ext.rollout_data import Rollout, write_shard
+from qsharp_ext.training import TrainConfig, batch_loss, collate, run_train, summary_line, target_positions
+from qsharp_ext.value_model import ValueModel
+from tests.engine.conftest import make_causal_lm, make_tokenizer
+
+# The synthetic task: reward 1 iff the first completion token is one of GOOD; every other token is NEUTRAL.
+GOOD, BAD, NEUTRAL = range(0, 10), range(10, 20), range(20, 45)
+BOS = 47
+
+
+def synthetic_rollouts(n_prompts: int, samples: int, seed: int = 0) -> list[Rollout]:
+    rng = random.Random(seed)
+    out = []
+    for p in range(n_prompts):
+        prompt = [BOS] + [rng.choice(NEUTRAL) for _ in range(2)]
+        for s in range(samples):
+            first = rng.choice([*GOOD, *BAD])
+            completion = [first] + [rng.choice(NEUTRAL) for _ in range(5)]
+            out.append(Rollout(f"p{p}", s, 1, None, seed, prompt, completion, rng.randrange(3), float(first in GOOD)))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is faster than two on a shared machine, and is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ref_folder(tmp_path_factory) -> Path:
+    """π_ref on disk: a tiny 2-layer Llama with the shared word-level tokenizer."""
+    folder = tmp_path_factory.mktemp("ref")
+    tokenizer = make_tokenizer()
+    make_causal_lm("llama", len(tokenizer), num_layers=2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rollouts")
+    rollouts = synthetic_rollouts(60, 4)
+    write_shard(folder, 0, rollouts[:120])
+    write_shard(folder, 1, rollouts[120:])
+    return folder
+
+
+def config(tmp_path: Path, ref_folder: Path, data_folder: Path, **overrides) -> TrainConfig:
+    fields = dict(
+        out=tmp_path / "run", data=(data_folder,), ref_model=str(ref_folder), num_layers=1, steps=30,
+        batch_size=8, lr=3e-3, warmup_steps=10, eval_fraction=0.25, eval_every=10, save_every=10, device="cpu",
+    )  # fmt: skip
+    return TrainConfig(**{**fields, **overrides})
+
+
+def saved_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    return {**load_file(folder / "model.safetensors"), **load_file(folder / "value_head.safetensors")}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    ta, tb = saved_tensors(a), saved_tensors(b)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        assert torch.equal(ta[name], tb[name]), name
+
+
+# ---------------------------------------------------------------------------------- prefix extension
+
+
+def test_target_positions_by_hand():
+    # prompt of 3 tokens (positions 0-2), completion of 4 (positions 3-6), switch 1
+    assert target_positions(3, 4, 1, q_type=False, prefix_extension=True) == range(3, 7)
+    assert target_positions(3, 4, 1, q_type=True, prefix_extension=True) == range(3, 6)
+    assert target_positions(3, 4, 1, q_type=False, prefix_extension=False) == range(3, 4)
+    assert target_positions(3, 4, 4, q_type=True, prefix_extension=True) == range(6, 6)  # no next token: none
+    assert target_positions(0, 4, 0, q_type=False, prefix_extension=True) == range(0, 4)  # empty prefix skipped
+
+
+def naive_loss(vm: ValueModel, rollouts: list[Rollout], prefix_extension: bool) -> torch.Tensor:
+    """Each target prefix through its own forward pass; the head output at its last position."""
+    outs, rewards = [], []
+    for r in rollouts:
+        seq = r.prompt_ids + r.completion_ids
+        args = (len(r.prompt_ids), len(r.completion_ids), r.switch, vm.is_q_type, prefix_extension)
+        for t in target_positions(*args):
+            head_out = vm(torch.tensor([seq[: t + 1]]))[0][0, -1]  # () / (n,); Q-type: (V,) / (V, n)
+            outs.append(head_out[seq[t + 1]] if vm.is_q_type else head_out)
+            rewards.append(r.reward)
+    return vm.loss(torch.stack(outs), torch.tensor(rewards, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
+@pytest.mark.parametrize("parameterization", ["v", "q"])
+def test_one_pass_loss_equals_one_pass_per_prefix(tokenizer, kind, parameterization):
+    torch.manual_seed(0)
+    vm = ValueModel.from_reference(
+        make_causal_lm("llama", len(tokenizer)), 2, tokenizer, kind=kind, parameterization=parameterization, n_atoms=7
+    ).double()
+    torch.nn.init.normal_(vm.head.weight)  # a head far from uniform
+    rng = random.Random(1)
+    rollouts = []
+    for i in range(4):  # different lengths: right padding must not leak into any target
+        prompt = [BOS] + [rng.randrange(45) for _ in range(rng.randrange(0, 4))]
+        completion = [rng.randrange(45) for _ in range(rng.randrange(2, 7))]
+        reward = rng.random() if kind == "histogram" else float(rng.random() < 0.5)
+        rollouts.append(Rollout(f"p{i}", 0, 1, None, 0, prompt, completion, rng.randrange(len(completion)), reward))
+    for prefix_extension in (True, False):
+        batch = collate(rollouts, vm.is_q_type, prefix_extension, pad_id=tokenizer.pad_token_id)
+        expected = naive_loss(vm, rollouts, prefix_extension)
+        torch.testing.assert_close(batch_loss(vm, batch), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    n, batch = 10, 4
+    stream = [i for step in range(5) for i in training.batch_indices(step, batch, n, seed=3)]
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert stream[:10] != stream[10:20]
+    assert training.batch_indices(3, batch, n, seed=3) == stream[12:16]
+    assert training.batch_indices(0, batch, n, seed=4) != stream[:4]
+
+
+def test_split_keeps_each_prompt_on_one_side():
+    rollouts = synthetic_rollouts(20, 3)
+    train, held_out = training.split_by_prompt(rollouts, 0.25)
+    assert len({r.prompt_id for r in held_out}) == 5 and len(held_out) == 15
+    assert not {r.prompt_id for r in train} & {r.prompt_id for r in held_out}
+    assert training.split_by_prompt(list(reversed(rollouts)), 0.25)[1] == list(reversed(held_out))
+    assert training.split_by_prompt(rollouts, 0.0) == (rollouts, [])
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_folder, monkeypatch):
+    cfg = config(tmp_path, ref_folder, data_folder, steps=150, eval_every=50, save_every=50)
+    metrics = run_train(cfg, progress=False)
+    assert metrics["roc_auc"] > 0.9, metrics
+    assert metrics["step"] == 150 and metrics["eval_trajectories"] == 60 and metrics["train_trajectories"] == 180
+    run = cfg.out
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-100", "step-150"]  # last two kept
+    assert (run / "checkpoints" / "step-150" / "trainer_state.pt").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(151))
+    assert [r["step"] for r in records if "roc_auc" in r] == [0, 50, 100, 150]
+    assert (run / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"] == metrics
+    tokenizer = make_tokenizer()
+    ValueModel.from_pretrained(run / "model", tokenizer=tokenizer)  # a loadable value model
+    assert "ROC-AUC" in summary_line(metrics)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(training, "train_step", must_not_train)
+    assert run_train(cfg, progress=False) == metrics
+
+    # a saved value model can start another run; one with another head cannot
+    again = config(tmp_path / "again", ref_folder, data_folder, steps=2, init_value_model=str(run / "model"))
+    monkeypatch.undo()
+    assert run_train(again, progress=False)["roc_auc"] > 0.9
+    other = config(tmp_path / "other", ref_folder, data_folder, init_value_model=str(run / "model"), kind="mean")
+    with pytest.raises(UserError, match="kind='bernoulli'"):
+        run_train(other, progress=False)
+
+
+def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(tmp_path, ref_folder, data_folder):
+    # extending a finished 15-step run to 30 steps (constant schedule: the lr does not depend on `steps`)
+    straight = config(tmp_path / "straight", ref_folder, data_folder, schedule="constant", save_every=15)
+    run_train(straight, progress=False)
+    extended = config(tmp_path / "extended", ref_folder, data_folder, schedule="constant", save_every=15)
+    run_train(dataclass_replace(extended, steps=15), progress=False)
+    run_train(extended, progress=False)
+    assert_same_weights(straight.out / "model", extended.out / "model")
+    loss = [json.loads(line).get("train_loss") for line in (straight.out / "metrics.jsonl").read_text().splitlines()]
+    loss2 = [json.loads(line).get("train_loss") for line in (extended.out / "metrics.jsonl").read_text().splitlines()]
+    assert loss == loss2
+
+
+def dataclass_replace(cfg: TrainConfig, **changes) -> TrainConfig:
+    return TrainConfig(**{**cfg.__dict__, **changes})
+
+
+def test_crash_and_resume_with_a_cosine_schedule(tmp_path, ref_folder, data_folder, monkeypatch):
+    straight = config(tmp_path / "straight", ref_folder, data_folder, save_every=15)
+    run_train(straight, progress=False)
+    crashed = config(tmp_path / "crashed", ref_folder, data_folder, save_every=15)
+    real_save = training.save_checkpoint
+
+    def save_then_crash(*args):
+        real_save(*args)
+        raise KeyboardInterrupt  # after the step-15 checkpoint, with steps 16.. never taken
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(crashed, progress=False)
+    monkeypatch.undo()
+    assert not (crashed.out / "model").exists()
+    run_train(crashed, progress=False)
+    assert_same_weights(straight.out / "model", crashed.out / "model")
+    assert_same_weights(straight.out / "checkpoints" / "step-30", crashed.out / "checkpoints" / "step-30")
+
+
+@pytest.mark.parametrize(("kind", "parameterization", "bf16"), [("histogram", "q", False), ("mean", "v", True)])
+def test_other_heads_and_bf16_train(tmp_path, ref_folder, tokenizer, kind, parameterization, bf16):
+    rollouts = synthetic_rollouts(8, 2)
+    for i, r in enumerate(rollouts):
+        r.reward = -1.0 + 3.0 * (i % 5) / 4  # in [-1, 2]
+    write_shard(tmp_path / "data", 0, rollouts)
+    cfg = config(
+        tmp_path, ref_folder, tmp_path / "data", kind=kind, parameterization=parameterization, bf16=bf16,
+        v_min=-1.0, v_max=2.0, n_atoms=5, steps=4, eval_every=2, save_every=4,
+    )  # fmt: skip
+    metrics = run_train(cfg, progress=False)
+    assert metrics["eval_loss"] is not None and metrics["eval_loss"] == metrics["eval_loss"]  # finite, not NaN
+    assert ValueModel.from_pretrained(cfg.out / "model").head_config.kind == kind
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_are_one_clear_sentence(tmp_path, ref_folder, data_folder):
+    with pytest.raises(UserError, match="no roll-out data"):
+        run_train(config(tmp_path, ref_folder, data_folder, data=()), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no roll-out shards"):
+        run_train(config(tmp_path, ref_folder, tmp_path / "empty"), progress=False)
+    with pytest.raises(UserError, match="does not exist"):
+        run_train(config(tmp_path, tmp_path / "no-such-model", data_folder), progress=False)
+    with pytest.raises(UserError, match="bernoulli head"):
+        run_train(config(tmp_path, ref_folder, data_folder, v_max=5.0), progress=False)
+    with pytest.raises(UserError, match="schedule"):
+        run_train(config(tmp_path, ref_folder, data_folder, schedule="linear"), progress=False)
+
+    rollouts = synthetic_rollouts(4, 2)
+    rollouts[3].reward = 1.5
+    write_shard(tmp_path / "bad", 0, rollouts)
+    with pytest.raises(UserError, match=r"reward 1\.5 of prompt 'p1' sample 1 .* outside .*\[0\.0, 1\.0\]"):
+        run_train(config(tmp_path, ref_folder, tmp_path / "bad"), progress=False)
+
+
+def test_resuming_under_another_config_is_refused(tmp_path, ref_folder, data_folder):
+    cfg = config(tmp_path, ref_folder, data_folder, steps=4, save_every=2)
+    run_train(cfg, progress=False)
+    with pytest.raises(UserError, match=r"another config \(lr: 0\.003 → 0\.01\)"):
+        run_train(dataclass_replace(cfg, lr=0.01, steps=8), progress=False)
+    with pytest.raises(UserError, match="already past steps=2"):
+        run_train(dataclass_replace(cfg, steps=2), progress=False)

@@ -1,0 +1,55 @@
+"""Evaluation metrics from hand-made samples: pass@1 and its clustered SE, maj@n, pass@n, best-of-n."""
+
+import math
+
+import pytest
+import torch
+
+from qsharp_ext.evaluation import final_values, majority_reward, standard_error, summarize
+from qsharp_ext.value_model import ValueModel
+from tests.engine.conftest import make_causal_lm, make_tokenizer
+
+
+def test_majority_reward_groups_equivalent_answers():
+    answers = ["1/2", "0.5", "3", None, "3"]
+    rewards = [1.0, 1.0, 0.0, 0.0, 0.0]
+    as_number = {"1/2": 0.5, "0.5": 0.5, "3": 3.0}
+    assert majority_reward(answers, rewards, lambda a, b: as_number[a] == as_number[b]) == 1.0
+    assert majority_reward(answers, rewards, lambda a, b: a == b) == 0.0  # "3" wins without equivalence
+    assert majority_reward([None, None], [1.0, 1.0], lambda a, b: a == b) == 0.0
+
+
+def test_standard_error_is_over_prompts():
+    per_prompt = torch.tensor([0.0, 1.0, 0.5, 0.5], dtype=torch.float64)
+    assert standard_error(per_prompt) == pytest.approx(per_prompt.std().item() / 2)
+    assert standard_error(torch.tensor([0.3])) == 0.0
+
+
+def test_summarize_rows():
+    rewards = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]  # 3 prompts × 2 samples
+    samples = {
+        "reward": rewards,
+        "answer": ["a", "b", "c", "c", "d", "d"],
+        "sequence": [[1, 2]] * 6,
+        "kl": [0.5] * 6,
+        "tok_s": 10.0,
+    }
+    row = summarize("qsharp", 0.1, samples, 2, None, lambda a, b: a == b, 1.0)
+    assert row["pass@1"] == pytest.approx(0.5)
+    assert row["pass@1_se"] == pytest.approx(torch.tensor([0.5, 0.0, 1.0]).std().item() / math.sqrt(3))
+    assert row["pass@n"] == pytest.approx(2 / 3)
+    assert row["maj@n"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)  # tie in prompt 1: the first group wins
+    assert row["kl"] == 0.5 and row["bon_value"] is None and row["n_prompts"] == 3 and row["n_samples"] == 2
+
+
+@pytest.mark.parametrize("parameterization", ["v", "q"])
+def test_final_values_match_a_direct_forward(parameterization):
+    tokenizer = make_tokenizer()
+    vm = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer)), 1, parameterization=parameterization)
+    torch.nn.init.normal_(vm.head.weight)
+    sequences = [[1, 2, 3, 4], [5, 6], [7, 8, 9]]
+    got = final_values(vm, sequences, chunk=2)
+    for seq, value in zip(sequences, got):
+        out = vm(torch.tensor([seq]))[0][0]
+        head = out[-1] if parameterization == "v" else out[-2, seq[-1]]
+        torch.testing.assert_close(value, vm.expected_reward(head).float(), rtol=1e-5, atol=1e-6)
