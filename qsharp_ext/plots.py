@@ -32,8 +32,9 @@ def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, tit
         style = "--" if method == "optimal" else "-"
         ax.plot(kls, ys, style, marker=marker or None, color=color, label=label, zorder=3 if marker else 2)
         if marker:
+            offset = (4, 6) if method == "qsharp" else (4, -12)  # Q♯ labels above the points, CD's below
             for kl, y, eta in points:
-                ax.annotate(f"η={eta:g}", (kl, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                ax.annotate(f"η={eta:g}", (kl, y), textcoords="offset points", xytext=offset, fontsize=7, color=color)
     for r in rows:
         if r["method"] == "pi_ref":
             ax.plot([r["kl"]], [r[y_key]], "*", color="tab:green", markersize=13, label="π_ref", zorder=4)

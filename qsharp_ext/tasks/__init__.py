@@ -8,12 +8,20 @@ from __future__ import annotations
 import inspect
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.tasks.arithmetic import ArithmeticTask
 from qsharp_ext.tasks.base import Problem, Task
 from qsharp_ext.tasks.first_token import FirstTokenTask
+from qsharp_ext.tasks.gsm8k import GSM8KTask
+from qsharp_ext.tasks.stargraph import StarGraphTask
 
-TASKS: dict[str, type[Task]] = {"first_token": FirstTokenTask}
+TASKS: dict[str, type[Task]] = {
+    "first_token": FirstTokenTask,
+    "arithmetic": ArithmeticTask,
+    "gsm8k": GSM8KTask,
+    "stargraph": StarGraphTask,
+}
 
-__all__ = ["TASKS", "FirstTokenTask", "Problem", "Task", "make_task"]
+__all__ = ["TASKS", "ArithmeticTask", "FirstTokenTask", "GSM8KTask", "Problem", "StarGraphTask", "Task", "make_task"]
 
 
 def make_task(name: str, **options) -> Task:
