@@ -21,7 +21,10 @@ $(STAMP): $(CSRC)
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $@
 
+# The main job: the whole Q♯ pipeline (2 DAgger rounds of collect → train → evaluate) on the smoke task,
+# then the exact-guidance check; reports in runs/smoke/ and runs/demo/.
 demo: env
+	$(VENV)/bin/qsharp-ext pipeline --config configs/smoke.yaml --out runs/smoke
 	$(VENV)/bin/qsharp-ext demo --out runs/demo
 
 test: env
