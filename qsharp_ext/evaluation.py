@@ -117,13 +117,13 @@ def _final_values(value_model: ValueModel, sequences: list[list[int]]) -> torch.
 
 def score_samples(task, problems, prompt_ids, out: GenerationOutput, tokenizer) -> dict[str, list]:
     """Reward, answer and whole sequence of every generated row."""
-    texts = out.texts(tokenizer)
+    completions, texts = out.token_lists(), out.texts(tokenizer)
     rewards, answers, sequences = [], [], []
-    for row, text in enumerate(texts):
+    for row, (text, completion) in enumerate(zip(texts, completions, strict=True)):
         problem = problems[out.prompt_index[row]]
         rewards.append(task.reward(problem, text))
         answers.append(task.answer_of(text))
-        sequences.append(prompt_ids[out.prompt_index[row]] + out.token_lists()[row])
+        sequences.append(prompt_ids[out.prompt_index[row]] + completion)
     return {"reward": rewards, "answer": answers, "sequence": sequences}
 
 

@@ -92,6 +92,14 @@ def _context_limit(model: PreTrainedModel) -> int:
     return getattr(model.config, "max_position_embeddings", None) or math.inf
 
 
+def _next_logits(
+    model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, cache_args: dict
+) -> torch.Tensor:
+    """π_ref's float32 logits for the next token of every row, its KV cache extended by `input_ids`."""
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position, **cache_args)
+    return out.logits[:, -1].float()  # (N, V)
+
+
 class _NoiseSource:
     """Uniform noise for sampling: one stream for the batch, or one per row when row seeds are given."""
 
@@ -190,15 +198,9 @@ def guided_generate(
     head = value_model.kind if value_model is not None else "bernoulli"
     atoms = value_model.atoms if value_model is not None and head == "histogram" else None
 
-    cache = DynamicCache()
+    ref_cache = cache_kwarg(ref_model, DynamicCache())  # the argument name is looked up once
     mask = rows.attention_mask
-    logits = (
-        ref_model(
-            input_ids=rows.input_ids, attention_mask=mask, position_ids=positions(mask), **cache_kwarg(ref_model, cache)
-        )
-        .logits[:, -1]
-        .float()
-    )
+    logits = _next_logits(ref_model, rows.input_ids, mask, positions(mask), ref_cache)
     scorer = CandidateScorer(value_model, rows.input_ids, rows.attention_mask) if guided else None
 
     tokens, logp_pi, logp_ref = [], [], []
@@ -227,10 +229,7 @@ def guided_generate(
         if done.all() or step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
-        logits = ref_model(
-            input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=positions(mask)[:, -1:],
-            **cache_kwarg(ref_model, cache),
-        ).logits[:, -1].float()  # fmt: skip
+        logits = _next_logits(ref_model, token.unsqueeze(1), mask, positions(mask)[:, -1:], ref_cache)
         if scorer is not None:
             scorer.advance(token, result.cand_index, mask)
 

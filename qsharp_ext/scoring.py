@@ -31,14 +31,10 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
-def _cache_layers(cache: DynamicCache) -> list:
-    return list(cache.layers)
-
-
 def _keep_chosen_candidate(cache: DynamicCache, prefix_len: int, cand_index: torch.Tensor) -> None:
     """Drop the k scored candidates from the value cache but the chosen one, whose K/V are kept as they are."""
     rows = torch.arange(cand_index.numel(), device=cand_index.device)
-    for layer in _cache_layers(cache):
+    for layer in cache.layers:
         chosen_k = layer.keys[rows, :, prefix_len + cand_index].unsqueeze(2)  # (N, Hkv, 1, d)
         chosen_v = layer.values[rows, :, prefix_len + cand_index].unsqueeze(2)
         layer.keys = torch.cat([layer.keys[:, :, :prefix_len], chosen_k], dim=2)
@@ -46,7 +42,7 @@ def _keep_chosen_candidate(cache: DynamicCache, prefix_len: int, cand_index: tor
 
 
 def _drop_candidates(cache: DynamicCache, prefix_len: int) -> None:
-    for layer in _cache_layers(cache):
+    for layer in cache.layers:
         layer.keys, layer.values = layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len]
 
 
@@ -55,10 +51,9 @@ class CandidateScorer:
 
     def __init__(self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
         self.model, self.cache = model, DynamicCache()
+        self.cache_args = cache_kwarg(model, self.cache)  # looked up once, not at every step
         mask = attention_mask
-        head_out, _ = model(
-            input_ids, attention_mask=mask, position_ids=positions(mask), **cache_kwarg(self.model, self.cache)
-        )
+        head_out, _ = model(input_ids, attention_mask=mask, position_ids=positions(mask), **self.cache_args)
         self.last = head_out[:, -1]  # Q-type: every next token's head output, (N, V[, n])
 
     def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -73,9 +68,7 @@ class CandidateScorer:
             ~allowed, torch.finfo(dtype).min
         )
         position = attention_mask.sum(-1, keepdim=True).expand(n, k)  # every candidate at the next position
-        head_out, _ = self.model(
-            cand_ids, attention_mask=mask, position_ids=position, **cache_kwarg(self.model, self.cache)
-        )
+        head_out, _ = self.model(cand_ids, attention_mask=mask, position_ids=position, **self.cache_args)
         return head_out
 
     def advance(self, token: torch.Tensor, cand_index: torch.Tensor, attention_mask: torch.Tensor) -> None:
@@ -88,9 +81,6 @@ class CandidateScorer:
             _drop_candidates(self.cache, prefix_len)
         position = positions(attention_mask)[:, -1:]
         head_out, _ = self.model(
-            token.unsqueeze(1),
-            attention_mask=attention_mask,
-            position_ids=position,
-            **cache_kwarg(self.model, self.cache),
+            token.unsqueeze(1), attention_mask=attention_mask, position_ids=position, **self.cache_args
         )
         self.last = head_out[:, -1]

@@ -9,10 +9,9 @@
 
 #include "cuda/fused_step.cuh"
 #include "qsharp_math.h"
+#include "tests/cuda_test_main.h"
 
 namespace {
-
-constexpr int kSkip = 77;
 
 template <typename T>
 T* to_device(const std::vector<T>& host) {
@@ -125,11 +124,4 @@ int run() {
 
 }  // namespace
 
-int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return kSkip;
-  }
-  return run();
-}
+int main() { return qsharp::testing::run_if_gpu(run); }

@@ -6,10 +6,9 @@
 
 #include "cuda/log_offsets.cuh"
 #include "qsharp_math.h"
+#include "tests/cuda_test_main.h"
 
 namespace {
-
-constexpr int kSkip = 77;
 
 bool check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) std::printf("FAIL %s: %s\n", what, cudaGetErrorString(err));
@@ -56,11 +55,4 @@ int run() {
 
 }  // namespace
 
-int main() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("no CUDA device: skipped\n");
-    return kSkip;
-  }
-  return run();
-}
+int main() { return qsharp::testing::run_if_gpu(run); }

@@ -271,10 +271,10 @@ def expand_candidates(ref_logits: Tensor, temperature: float, k: int, backend: s
 
     Shapes: `ref_logits` (B, V) raw logits, 1 <= k <= V. The compiled backends read float32.
     """
-    check_expand_args(ref_logits, temperature, k)
     chosen = resolve_backend(ref_logits.device, backend)
     if chosen == "torch":
-        return reference_expand_candidates(ref_logits, temperature, k)
+        return reference_expand_candidates(ref_logits, temperature, k)  # checks its own arguments
+    check_expand_args(ref_logits, temperature, k)
     if chosen == "triton":
         return _triton(ref_logits.device).expand_candidates(ref_logits.float(), temperature, k)
     ids, ref_logp, lse = compiled_extension().expand_candidates(ref_logits.float(), float(temperature), k)
@@ -301,13 +301,13 @@ def guided_sample(
     Shapes: `ref_logits` (B, V); `head_out` (B, k) for bernoulli/mean heads, (B, k, n) for histogram heads with
     `atoms` (n,); `eta`, `noise` and `floor` (B,). η = ∞ is unguided; η <= 0 or NaN raises ValueError.
     """
-    check_sample_args(ref_logits, cand, head_out, head, eta, temperature, noise, floor, atoms, top_p)
     chosen = resolve_backend(ref_logits.device, backend)
-    if chosen == "torch":
+    if chosen == "torch":  # the reference checks its own arguments
         return reference_guided_sample(
             ref_logits, cand, head_out, head, eta, temperature, noise,
             floor=floor, atoms=atoms, top_p=top_p, candidates_only=candidates_only,
         )  # fmt: skip
+    check_sample_args(ref_logits, cand, head_out, head, eta, temperature, noise, floor, atoms, top_p)
     f32 = torch.float32
     floor = default_floor(head, eta.to(f32), atoms) if floor is None else floor
     atoms = torch.zeros(1, device=ref_logits.device) if atoms is None else atoms
