@@ -18,12 +18,16 @@ $(STAMP): $(CSRC)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet setuptools wheel ninja "pybind11>=2.12"
 	# --no-build-isolation: compile qsharp_ext._C against the torch installed above, not a fresh one.
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
+	# [ray], [accelerate]: Ray core (about 80 MB, seconds to install) and Accelerate, so that the Ray backend's
+	# and the data-parallel training's tests run too.
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev,ray,accelerate]"
 	touch $@
 
-# The main job: the whole Q♯ pipeline (2 DAgger rounds of collect → train → evaluate) on the smoke task,
-# then the exact-guidance check; reports in runs/smoke/ and runs/demo/.
+# The main job: the star-graph experiment at the quick preset (π_ref pretraining, REINFORCE, DPO, RPO, CD and
+# Q♯ on G(2,5)), then the whole Q♯ pipeline on the smoke task and the exact-guidance check; reports in
+# runs/stargraph-quick/, runs/smoke/ and runs/demo/.
 demo: env
+	$(PY) python/stargraph.py --preset quick --degree 2 --path-len 5 --out runs/stargraph-quick
 	$(VENV)/bin/qsharp-ext pipeline --config configs/smoke.yaml --out runs/smoke
 	$(VENV)/bin/qsharp-ext demo --out runs/demo
 

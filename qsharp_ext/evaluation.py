@@ -10,11 +10,13 @@ Writes `results.json` (a list of rows), `results.md` and `pareto.png` (pass@1 ag
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,6 +26,9 @@ from qsharp_ext.generate import GenerationOutput, guided_generate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import load_reference, load_value_model
 from qsharp_ext.plots import accuracy_kl_plot
+from qsharp_ext.scale import ray_pool
+from qsharp_ext.scale.options import ScaleOptions, check_scale_options
+from qsharp_ext.scale.vllm_sampler import VllmSampler
 from qsharp_ext.tasks import make_task
 from qsharp_ext.value_model import ValueModel
 
@@ -31,7 +36,7 @@ COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "bon_value
 
 
 @dataclasses.dataclass
-class EvaluateConfig:
+class EvaluateConfig(ScaleOptions):
     """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
 
     out: Path
@@ -64,6 +69,9 @@ class EvaluateConfig:
     """Seed of the sampling noise (the same noise for every method)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Weights of π_ref and the value models: auto (bfloat16 on a GPU that has it, else float32), float32,
+    bfloat16 or float16."""
 
 
 def standard_error(per_prompt: torch.Tensor) -> float:
@@ -146,54 +154,91 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
         "n_prompts": rewards.shape[0],
         "n_samples": n_samples,
     }
-    if verifier is not None:
-        values = final_values(verifier, samples["sequence"]).view(-1, n_samples)  # (P, n)
-        row["bon_value"] = rewards.gather(1, values.argmax(1, keepdim=True)).mean().item()
+    values = samples.get("value")  # computed where the samples were drawn, or here from `verifier`
+    if values is None and verifier is not None:
+        values = final_values(verifier, samples["sequence"]).tolist()
+    if values is not None:
+        values_t = torch.tensor(values).view(-1, n_samples)  # (P, n)
+        row["bon_value"] = rewards.gather(1, values_t.argmax(1, keepdim=True)).mean().item()
     return row
 
 
-def _methods(cfg: EvaluateConfig, qsharp, cd) -> list[tuple[str, float | None, ValueModel | None]]:
-    methods: list[tuple[str, float | None, ValueModel | None]] = [("pi_ref", None, None)]
-    methods += [("cd", eta, cd) for eta in cfg.etas] if cd is not None else []
-    methods += [("qsharp", eta, qsharp) for eta in cfg.etas] if qsharp is not None else []
+def _methods(cfg: EvaluateConfig) -> list[tuple[str, float | None]]:
+    methods: list[tuple[str, float | None]] = [("pi_ref", None)]
+    methods += [("cd", eta) for eta in cfg.etas] if cfg.cd_model else []
+    methods += [("qsharp", eta) for eta in cfg.etas] if cfg.qsharp_model else []
     return methods
+
+
+class BatchSampler:
+    """π_ref, the value models (and vLLM) loaded once; samples and scores one (method, first prompt) unit.
+
+    The one worker of both backends: the local loop calls it in this process, each Ray actor holds one.
+    A unit's noise depends on its first prompt only, so units can run anywhere and in any order.
+    """
+
+    def __init__(self, cfg: EvaluateConfig, task, problems: list) -> None:
+        self.cfg, self.task, self.problems, self.methods = cfg, task, problems, _methods(cfg)
+        self.ref, self.tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
+        load = functools.partial(load_value_model, tokenizer=self.tokenizer, device=cfg.device, dtype=cfg.dtype)
+        self.value_models = {"pi_ref": None, "cd": None, "qsharp": None}
+        self.value_models |= {"qsharp": load(cfg.qsharp_model)} if cfg.qsharp_model else {}
+        self.value_models |= {"cd": load(cfg.cd_model)} if cfg.cd_model else {}
+        cd = self.value_models["cd"]
+        if cd is not None and cd.kind != "mean":
+            raise UserError(f"the CD model at {cfg.cd_model} has a {cd.kind} head; CD needs a mean head")
+        self.verifier = self.value_models["qsharp"] or cd
+        self.prompt_ids = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+        self.vllm = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
+
+    def __call__(self, unit: tuple[int, int]) -> dict[str, Any]:
+        cfg, (method_index, first) = self.cfg, unit
+        method, eta = self.methods[method_index]
+        batch, start = slice(first, first + cfg.prompts_per_batch), time.perf_counter()
+        if method == "pi_ref" and self.vllm is not None:
+            n_rows = len(self.prompt_ids[batch]) * cfg.num_samples
+            out = self.vllm.sample(
+                self.prompt_ids[batch], cfg.num_samples, [(cfg.seed + first) * 1_000_003 + r for r in range(n_rows)],
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )  # fmt: skip
+        else:
+            out = guided_generate(
+                self.ref, self.tokenizer, self.prompt_ids[batch], self.value_models[method], etas=(eta,),
+                num_samples=cfg.num_samples, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
+                temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + first,
+            )  # fmt: skip
+        scored = score_samples(self.task, self.problems[batch], self.prompt_ids[batch], out, self.tokenizer)
+        scored |= {"kl": out.kl.tolist(), "tokens": int(out.lengths.sum()), "seconds": time.perf_counter() - start}
+        if self.verifier is not None:  # best-of-n: the value model's predicted final reward of each sample
+            scored["value"] = final_values(self.verifier, scored["sequence"]).tolist()
+        return scored
 
 
 def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[dict]:
     """Sample every method on the evaluation prompts, write the report, return its rows."""
     if cfg.num_samples < 1:
         raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+    check_scale_options(cfg)
     task = task or make_task(cfg.task)
     problems = task.eval_problems()[: cfg.max_prompts]
     if not problems:
         raise UserError(f"task {task.name} has no evaluation prompts")
-    ref, tokenizer = load_reference(cfg.ref_model, cfg.device)
-    qsharp = load_value_model(cfg.qsharp_model, tokenizer, cfg.device) if cfg.qsharp_model else None
-    cd = load_value_model(cfg.cd_model, tokenizer, cfg.device) if cfg.cd_model else None
-    if cd is not None and cd.kind != "mean":
-        raise UserError(f"the CD model at {cfg.cd_model} has a {cd.kind} head; CD needs a mean head")
-    prompt_ids = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    methods, firsts = _methods(cfg), range(0, len(problems), cfg.prompts_per_batch)
+    units = [(m, first) for m in range(len(methods)) for first in firsts]
+    if cfg.backend == "ray":
+        finished = ray_pool.map_units(functools.partial(BatchSampler, cfg, task, problems), units, cfg, cfg.device)
+    else:
+        sampler = BatchSampler(cfg, task, problems)
+        finished = ((unit, sampler(unit)) for unit in units)
+    results = dict(tqdm(finished, total=len(units), desc="evaluate", unit="batch", disable=not progress))
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
     rows = []
-    bar = tqdm(_methods(cfg, qsharp, cd), desc="evaluate", disable=not progress)
-    for method, eta, value_model in bar:
-        bar.set_postfix_str(f"{method} η={eta}")
-        samples = {"reward": [], "answer": [], "sequence": [], "kl": []}
-        start, tokens = time.perf_counter(), 0
-        for first in range(0, len(problems), cfg.prompts_per_batch):
-            batch = slice(first, first + cfg.prompts_per_batch)
-            out = guided_generate(
-                ref, tokenizer, prompt_ids[batch], value_model, etas=(eta,), num_samples=cfg.num_samples,
-                max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, temperature=cfg.temperature,
-                top_p=cfg.top_p, seed=cfg.seed + first,
-            )  # fmt: skip
-            scored = score_samples(task, problems[batch], prompt_ids[batch], out, tokenizer)
-            for key, values in scored.items():
-                samples[key] += values
-            samples["kl"] += out.kl.tolist()
-            tokens += int(out.lengths.sum())
-        samples["tok_s"] = tokens / (time.perf_counter() - start)
-        rows.append(summarize(method, eta, samples, cfg.num_samples, qsharp or cd, equal, task.v_max))
+    for m, (method, eta) in enumerate(methods):
+        parts = [results[(m, first)] for first in firsts]  # prompt order, whatever order they finished in
+        samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
+        samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
+        rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
     write_report(cfg, rows, task.name)
     return rows
 

@@ -6,9 +6,11 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
+
+from qsharp_ext.errors import UserError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -34,6 +36,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_json(path: Path, obj: Any) -> None:
     """JSON with NaN/inf refused (they are not JSON): a metric that is not finite is a bug to surface."""
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def record_run_settings(path: Path, settings: dict[str, Any], ignore: Collection[str] = ()) -> None:
+    """Record a run folder's settings (JSON) on first use; later, refuse to continue with other ones.
+
+    Keys in `ignore` (output folder, device) may change between attempts. Resuming with other settings would
+    silently mix two experiments in one folder.
+    """
+    current = json.loads(json.dumps(settings, default=str))
+    if not Path(path).is_file():
+        atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+        return
+    started = json.loads(Path(path).read_text())
+    changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
+    if changed:
+        folder, names = Path(path).parent, ", ".join(changed)
+        raise UserError(f"{folder} was started with other settings ({names}); use a new --out or the same config")
 
 
 def _cell(value: Any) -> str:

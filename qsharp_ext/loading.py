@@ -8,9 +8,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, tokenizer_digest
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("auto", *DTYPES)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -23,31 +24,76 @@ def resolve_device(device: str) -> torch.device:
         raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
-def load_reference(
-    name: str, device: str = "auto", dtype: str = "float32"
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """π_ref and its tokenizer from a local folder or a hub id (the hub only where it can be reached)."""
-    if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "auto") -> torch.dtype:
+    """`auto` → bfloat16 on a GPU that supports it (half the memory of float32, no fp16 overflow), else float32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, not {dtype!r}")
+    if dtype != "auto":
+        return DTYPES[dtype]
+    where = resolve_device(device) if isinstance(device, str) else device
+    return torch.bfloat16 if where.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def _check_exists(name: str, what: str) -> None:
+    """A name that looks like a path must be a folder; anything else is taken for a hub id."""
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
     if looks_local and not Path(name).expanduser().is_dir():
-        raise UserError(f"reference model folder {name} does not exist")
+        raise UserError(f"{what} folder {name} does not exist")
+
+
+def _auto_tokenizer(name: str, what: str) -> PreTrainedTokenizerBase:
+    _check_exists(name, what)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=DTYPES[dtype])
+        return AutoTokenizer.from_pretrained(name)
     except OSError as err:
-        raise UserError(f"cannot load the reference model {name!r} ({str(err).splitlines()[0]})") from None
+        raise UserError(f"cannot load the tokenizer of the {what} {name!r} ({str(err).splitlines()[0]})") from None
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """π_ref's tokenizer, left-padded, with a pad token (EOS when it has none)."""
+    tokenizer = _auto_tokenizer(name, "reference model")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _load_causal_lm(name: str, what: str, dtype: torch.dtype) -> PreTrainedModel:
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    except OSError as err:
+        raise UserError(f"cannot load the {what} {name!r} ({str(err).splitlines()[0]})") from None
+
+
+def load_reference(
+    name: str, device: str = "auto", dtype: str | torch.dtype = "float32"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """π_ref and its tokenizer from a local folder or a hub id (the hub only where it can be reached)."""
+    torch_dtype = resolve_dtype(dtype, device)
+    tokenizer = load_tokenizer(name)
+    model = _load_causal_lm(name, "reference model", torch_dtype)
     return model.to(resolve_device(device)).eval(), tokenizer
 
 
+def load_value_base(name: str, ref_tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype) -> PreTrainedModel:
+    """A separate causal LM to build the value model from (on the CPU); it must share π_ref's token ids."""
+    ours, theirs = tokenizer_digest(ref_tokenizer), tokenizer_digest(_auto_tokenizer(name, "value model base"))
+    if ours != theirs:
+        raise UserError(
+            f"the value model base {name} has a different tokenizer than π_ref (vocabulary digest {theirs} vs "
+            f"{ours}); the value model must share π_ref's token ids"
+        )
+    return _load_causal_lm(name, "value model base", dtype).eval()
+
+
 def load_value_model(
-    path: str, tokenizer: PreTrainedTokenizerBase, device: str = "auto", dtype: str = "float32"
+    path: str, tokenizer: PreTrainedTokenizerBase, device: str = "auto", dtype: str | torch.dtype = "float32"
 ) -> ValueModel:
     """A saved ValueModel, checked against π_ref's tokenizer."""
     if not Path(path).expanduser().is_dir():
         raise UserError(f"value model folder {path} does not exist")
-    model = ValueModel.from_pretrained(Path(path).expanduser(), tokenizer=tokenizer, dtype=DTYPES[dtype])
+    torch_dtype = resolve_dtype(dtype, device)
+    model = ValueModel.from_pretrained(Path(path).expanduser(), tokenizer=tokenizer, dtype=torch_dtype)
     return model.to(resolve_device(device)).eval()

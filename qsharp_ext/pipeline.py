@@ -23,12 +23,15 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from qsharp_ext import rollouts, training
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
-from qsharp_ext.io import atomic_write_text
+from qsharp_ext.io import record_run_settings
+from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
-from qsharp_ext.tasks import make_task
+from qsharp_ext.tasks import Task, make_task
 from qsharp_ext.training import TrainConfig, run_train
 
 TINY = "tiny"
@@ -58,8 +61,12 @@ class PipelineConfig:
     """Candidates scored per step by the value model."""
     temperature: float = 1.0
     """π_ref's sampling temperature."""
-    num_layers: int = 2
-    """π_ref layers copied into the value models."""
+    top_p: float = 1.0
+    """Nucleus mass kept among the candidates, for roll-outs and evaluation (1: off)."""
+    value_model_base: str | None = None
+    """Build the value models from this causal LM (folder or hub id) with π_ref's tokenizer instead of from π_ref."""
+    num_layers: int | None = 2
+    """First layers of π_ref (or value_model_base) copied into the value models; 0 or None: all of them."""
     kind: str = "bernoulli"
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
     parameterization: str = "v"
@@ -70,6 +77,8 @@ class PipelineConfig:
     """Trajectories per training step."""
     lr: float = 3e-4
     """Peak learning rate."""
+    train_eval_every: int = 50
+    """Held-out metrics and a checkpoint every N training steps."""
     train_cd: bool = True
     """Also train the CD baseline (mean head, MSE) on the same data."""
     etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
@@ -84,22 +93,16 @@ class PipelineConfig:
     """Seed of everything: models made on the fly, roll-outs, training, evaluation."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Weights for decoding: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16 or float16.
+    Value models train in float32 weights, under bfloat16 autocast when this resolves to bfloat16."""
 
 
-def check_run_folder(cfg: PipelineConfig) -> None:
-    """Record the config on first use; refuse to continue a run folder started with another one."""
-    path = cfg.out / "pipeline.json"
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    if path.is_file():
-        started = json.loads(path.read_text())
-        changed = sorted(k for k in current if started.get(k) != current[k] and k not in ("out", "device"))
-        if changed:
-            raise UserError(
-                f"{cfg.out} was started with other settings ({', '.join(changed)}); use a new --out or the same config"
-            )
-        return
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
+    """Record the config (and the task's options) on first use; refuse to continue a run folder started
+    with other ones."""
+    settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
+    record_run_settings(cfg.out / "pipeline.json", settings, ignore=("out", "device"))
 
 
 def prepare_reference(cfg: PipelineConfig, task) -> str:
@@ -129,12 +132,17 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         data=tuple(cfg.out / f"round-{k}" / "data" for k in range(1, round_k + 1)),
         ref_model=ref,
         init_value_model=str(previous) if round_k > 1 else None,
+        value_model_base=cfg.value_model_base,
         num_layers=cfg.num_layers,
         kind=kind,
         parameterization=cfg.parameterization,
         steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
+        eval_every=cfg.train_eval_every,
+        save_every=cfg.train_eval_every,
+        bf16=resolve_dtype(cfg.dtype, cfg.device) == torch.bfloat16,
+        dtype=cfg.dtype,
         seed=cfg.seed + round_k,
         device=cfg.device,
     )
@@ -146,8 +154,8 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     collect = CollectConfig(
         out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, task=cfg.task, round=k,
         samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_new_tokens=cfg.max_new_tokens,
-        top_k=cfg.top_k, temperature=cfg.temperature, max_prompts=cfg.max_train_prompts, seed=cfg.seed,
-        device=cfg.device,
+        top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p, max_prompts=cfg.max_train_prompts,
+        seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
     )  # fmt: skip
     print(f"round {k}/{cfg.rounds}: collect")
     print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
@@ -166,19 +174,26 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
         out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
         cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, task=cfg.task, etas=cfg.etas,
         num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, max_new_tokens=cfg.max_new_tokens,
-        top_k=cfg.top_k, temperature=cfg.temperature, seed=cfg.seed, device=cfg.device,
+        top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, device=cfg.device,
+        dtype=cfg.dtype,
     )  # fmt: skip
     rows = run_evaluate(evaluate, task=task)
     print(f"round {k}: {summary_line(rows)}")
     return rows
 
 
-def run_pipeline(cfg: PipelineConfig) -> list[dict]:
-    """All rounds; returns the last round's evaluation rows (also copied to the run folder's top)."""
+def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
+    """All rounds; returns the last round's evaluation rows (also copied to the run folder's top).
+
+    `task` overrides `cfg.task` with a task built with non-default options (its name must match).
+    """
     if cfg.rounds < 1:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
-    check_run_folder(cfg)
-    task = make_task(cfg.task)
+    resolve_dtype(cfg.dtype, cfg.device)  # a bad dtype or device is refused before the run folder is made
+    if task is not None and task.name != cfg.task:
+        raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
+    task = task or make_task(cfg.task)
+    check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)
     rows: list[dict] | None = None
     for k in range(1, cfg.rounds + 1):

@@ -14,6 +14,7 @@ of training; the format on disk is rollout_data.py's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import random
 import sys
@@ -36,12 +37,15 @@ from qsharp_ext.rollout_data import (
     shard_name,
     write_shard,
 )
+from qsharp_ext.scale import ray_pool
+from qsharp_ext.scale.options import ScaleOptions, check_scale_options
+from qsharp_ext.scale.vllm_sampler import VllmSampler
 from qsharp_ext.tasks import Problem, Task, make_task
 from qsharp_ext.value_model import ValueModel
 
 
 @dataclasses.dataclass
-class CollectConfig:
+class CollectConfig(ScaleOptions):
     """Collect one round of roll-out data: roll in with π^k, roll out with π_ref, score with the task."""
 
     out: Path
@@ -74,9 +78,13 @@ class CollectConfig:
     """Run seed: with the round, prompt id and sample index it fixes every sample's noise and switch step."""
     device: str = "auto"
     """auto (the GPU when there is one), cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Weights of π_ref and the value model: auto (bfloat16 on a GPU that has it, else float32), float32,
+    bfloat16 or float16."""
 
 
 def check_config(cfg: CollectConfig) -> None:
+    check_scale_options(cfg)
     for name in ("round", "samples_per_prompt", "max_new_tokens", "top_k", "prompts_per_shard"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -125,9 +133,10 @@ def collect_settings(cfg: CollectConfig, task: Task, problems: list[Problem]) ->
         "top_k": cfg.top_k,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
+        "dtype": cfg.dtype,
         "prompts_per_shard": cfg.prompts_per_shard,
         "seed": cfg.seed,
-    }
+    } | ({"vllm": True} if cfg.vllm else {})  # vLLM draws π_ref's tokens from its own random stream
 
 
 def collect_shard(
@@ -137,8 +146,12 @@ def collect_shard(
     ref: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     value_model: ValueModel | None,
+    sampler: VllmSampler | None = None,
 ) -> list[Rollout]:
-    """Roll out `samples_per_prompt` samples of each problem in one batch; rows are prompt-major."""
+    """Roll out `samples_per_prompt` samples of each problem in one batch; rows are prompt-major.
+
+    With a vLLM `sampler`, the torch engine writes the guided roll-in only and vLLM the π_ref roll-out.
+    """
     prompt_ids = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
     draws = [
         sample_seed_and_switch(cfg.seed, cfg.round, p.id, s, cfg.max_new_tokens)
@@ -146,13 +159,17 @@ def collect_shard(
         for s in range(cfg.samples_per_prompt)
     ]
     eta = cfg.eta if value_model is not None else None
-    out = guided_generate(
-        ref, tokenizer, prompt_ids, value_model,
-        etas=(eta,), num_samples=cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
-        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id,
-        row_seeds=[noise_seed for noise_seed, _ in draws], rollin_steps=[switch for _, switch in draws],
-    )  # fmt: skip
-    completions = out.token_lists()
+    seeds, switches = [noise_seed for noise_seed, _ in draws], [switch for _, switch in draws]
+    if sampler is None:
+        completions = _generate(cfg, ref, tokenizer, value_model, prompt_ids, seeds, switches, cfg.max_new_tokens)
+    else:
+        rows = [ids for ids in prompt_ids for _ in range(cfg.samples_per_prompt)]
+        prefixes = [[] for _ in rows]  # round 1: π_ref from the first token
+        if value_model is not None and max(switches) > 0:  # guided roll-in up to each row's switch step
+            longest = _generate(cfg, ref, tokenizer, value_model, prompt_ids, seeds, switches, max(switches))
+            prefixes = [tokens[:switch] for tokens, switch in zip(longest, switches, strict=True)]
+        completions = sampler.continue_rows(rows, prefixes, seeds, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                            tokenizer.eos_token_id)  # fmt: skip
     rollouts = []
     for row, (completion, (noise_seed, switch)) in enumerate(zip(completions, draws, strict=True)):
         if value_model is None:  # the roll-in policy is π_ref itself: every prefix has a π_ref continuation
@@ -167,6 +184,45 @@ def collect_shard(
             )
         )  # fmt: skip
     return rollouts
+
+
+def _generate(
+    cfg: CollectConfig,
+    ref: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    value_model: ValueModel | None,
+    prompt_ids: list[list[int]],
+    seeds: list[int],
+    switches: list[int],
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Completions from the torch engine: guided for each row's first `switches` tokens, then π_ref."""
+    eta = cfg.eta if value_model is not None else None
+    out = guided_generate(
+        ref, tokenizer, prompt_ids, value_model,
+        etas=(eta,), num_samples=cfg.samples_per_prompt, max_new_tokens=max_new_tokens, top_k=cfg.top_k,
+        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id,
+        row_seeds=seeds, rollin_steps=switches,
+    )  # fmt: skip
+    return out.token_lists()
+
+
+class ShardCollector:
+    """π_ref, its tokenizer, the roll-in value model (and vLLM) loaded once; collects shards by index.
+
+    The one worker of both backends: the local loop calls it in this process, each Ray actor holds one.
+    """
+
+    def __init__(self, cfg: CollectConfig, task: Task, shards: list[list[Problem]]) -> None:
+        self.cfg, self.task, self.shards = cfg, task, shards
+        self.ref, self.tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
+        vm = load_value_model(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype) if cfg.value_model else None
+        self.value_model = vm
+        self.sampler = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
+
+    def __call__(self, index: int) -> list[Rollout]:
+        shard = self.shards[index]
+        return collect_shard(self.cfg, self.task, shard, self.ref, self.tokenizer, self.value_model, self.sampler)
 
 
 def _training_problems(cfg: CollectConfig, task: Task) -> list[Problem]:
@@ -187,13 +243,16 @@ def run_collect(cfg: CollectConfig, task: Task | None = None, progress: bool = T
     todo = [i for i in range(len(shards)) if shard_name(i) not in read_manifest(out)["shards"]]
     if not todo:
         return out
-    ref, tokenizer = load_reference(cfg.ref_model, cfg.device)
-    value_model = load_value_model(cfg.value_model, tokenizer, cfg.device) if cfg.value_model else None
-    record_settings(out, settings)  # only once the models load: a typo leaves no folder behind
+    if cfg.backend == "ray":
+        finished = ray_pool.map_units(functools.partial(ShardCollector, cfg, task, shards), todo, cfg, cfg.device)
+    else:
+        collector = ShardCollector(cfg, task, shards)
+        finished = ((index, collector(index)) for index in todo)
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=f"collect round {cfg.round}", unit="shard",
                disable=not progress)  # fmt: skip
-    for index in todo:
-        write_shard(out, index, collect_shard(cfg, task, shards[index], ref, tokenizer, value_model))
+    for index, rollouts in finished:
+        record_settings(out, settings)  # only once the models load: a typo leaves no folder behind
+        write_shard(out, index, rollouts)  # this process is the manifest's only writer, whatever the backend
         bar.update()
     bar.close()
     return out

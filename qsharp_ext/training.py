@@ -43,9 +43,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from qsharp_ext import metrics as M
 from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text, write_json
-from qsharp_ext.loading import load_reference, resolve_device
+from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_dtype
 from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_rollouts
+from qsharp_ext.scale.data_parallel import DataParallel
 from qsharp_ext.value_model import ValueModel
 
 STATE_FILE = "trainer_state.pt"
@@ -66,8 +67,11 @@ class TrainConfig:
     """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked."""
     init_value_model: str | None = None
     """Start from this saved value model instead of π_ref's first layers (num_layers is then ignored)."""
-    num_layers: int = 2
-    """How many of π_ref's first layers the value model's backbone copies."""
+    value_model_base: str | None = None
+    """Build the value model from this causal LM (folder or hub id) instead of π_ref: a smaller model with
+    π_ref's tokenizer (a different one is refused); π_ref's weights are then not read at all."""
+    num_layers: int | None = 2
+    """How many first layers of π_ref (or value_model_base) the value model's backbone copies; 0 or None: all."""
     kind: str = "bernoulli"
     """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
     parameterization: str = "v"
@@ -96,6 +100,9 @@ class TrainConfig:
     """Clip the gradient's global norm to this (0: no clipping)."""
     bf16: bool = False
     """Run forward and backward under bfloat16 autocast (weights and optimizer state stay float32)."""
+    dtype: str = "auto"
+    """The dtype π_ref (or value_model_base) is read in to copy its layers: auto (bfloat16 when training on a
+    GPU that has it, else float32), float32, bfloat16 or float16. The value model trains in float32 weights."""
     eval_fraction: float = 0.1
     """Share of prompts held out for evaluation, with all their samples (split by a hash of the prompt id)."""
     eval_every: int = 50
@@ -127,12 +134,13 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.kind == "histogram" and cfg.n_atoms < 2:
         raise UserError(f"a histogram head needs n_atoms >= 2, got {cfg.n_atoms}")
     positive = {"steps": cfg.steps, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
-    positive |= {"save_every": cfg.save_every, "num_layers": cfg.num_layers, "lr": cfg.lr}
+    positive |= {"save_every": cfg.save_every, "lr": cfg.lr}
     for name, value in positive.items():
         if not value > 0:
             raise UserError(f"{name} must be positive, got {value}")
-    if cfg.warmup_steps < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0:
-        raise UserError("warmup_steps, grad_clip and weight_decay must not be negative")
+    if cfg.warmup_steps < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0 or (cfg.num_layers or 0) < 0:
+        raise UserError("warmup_steps, grad_clip, weight_decay and num_layers must not be negative")
+    resolve_dtype(cfg.dtype, cfg.device)
     if not 0 <= cfg.eval_fraction < 1:
         raise UserError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
 
@@ -311,19 +319,31 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LambdaLR,
     cfg: TrainConfig,
     device: torch.device,
+    dp: DataParallel | None = None,
 ) -> dict[str, float]:
-    """One optimizer step; returns the batch loss and the lr it used."""
+    """One optimizer step; returns the batch loss and the lr it used.
+
+    Data-parallel (`dp` of several processes): `batch` is this process's share; the loss and gradients are
+    those of the whole global batch (see scale/data_parallel.py).
+    """
     model.train()
     with autocast(device, cfg.bf16):
         loss = batch_loss(model, batch.to(device))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if dp is None or dp.world_size == 1:
+        loss.backward()
+        train_loss = loss.item()
+    else:  # weight this share by its target positions, as one mean over the global batch would
+        positions, total = batch.rewards.numel(), dp.sum(batch.rewards.numel())
+        (loss * (positions / total)).backward()
+        dp.sum_gradients(model)
+        train_loss = dp.sum(loss.item() * positions) / total
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
-    return {"train_loss": loss.item(), "lr": lr}
+    return {"train_loss": train_loss, "lr": lr}
 
 
 @torch.no_grad()
@@ -438,12 +458,26 @@ def restore(model, optimizer, scheduler, state: dict[str, Any]) -> int:
 # ------------------------------------------------------------------------------------------------- run
 
 
+def layer_source(cfg: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(the causal LM whose first layers start the value model, π_ref's tokenizer), on the CPU.
+
+    With value_model_base only π_ref's tokenizer is read: an 8B π_ref need not fit in memory to train a 1B value model.
+    """
+    dtype = resolve_dtype(cfg.dtype, cfg.device)
+    if cfg.value_model_base is None:
+        return load_reference(cfg.ref_model, device="cpu", dtype=dtype)
+    tokenizer = load_tokenizer(cfg.ref_model)
+    return load_value_base(cfg.value_model_base, tokenizer, dtype), tokenizer
+
+
 def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_model: PreTrainedModel) -> ValueModel:
-    """π_ref's first layers plus a fresh head, or a saved value model whose head matches the config."""
+    """`ref_model`'s first layers plus a fresh head (float32 weights for training), or a saved value model
+    whose head matches the config."""
     head = {"kind": cfg.kind, "parameterization": cfg.parameterization}
     head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
     if cfg.init_value_model is None:
-        return ValueModel.from_reference(ref_model, cfg.num_layers, tokenizer, **head)
+        num_layers = cfg.num_layers or ref_model.config.num_hidden_layers
+        return ValueModel.from_reference(ref_model, num_layers, tokenizer, **head).float()
     if not Path(cfg.init_value_model).is_dir():
         raise UserError(f"value model folder {cfg.init_value_model} does not exist")
     model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer)
@@ -536,42 +570,49 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     start_time = time.perf_counter()
     train_set, eval_set = prepare_data(cfg)
     digest = data_digest(train_set)
-    device = resolve_device(cfg.device)
-    ref_model, tokenizer = load_reference(cfg.ref_model, device="cpu")
+    dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
+    device = dp.device(cfg.device)
+    ref_model, tokenizer = layer_source(cfg)
     model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, digest, device)
     del ref_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "summary.json").unlink(missing_ok=True)  # this folder no longer holds a finished run
     metrics_path = cfg.out / "metrics.jsonl"
     records = load_records(metrics_path, upto=step) if step else []  # a fresh start drops an earlier attempt's
-    atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    dp.wait()  # every process has read the folder before the main one rewrites it
+    if dp.is_main:  # the only writer of the run folder
+        (cfg.out / "summary.json").unlink(missing_ok=True)  # this folder no longer holds a finished run
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    log = functools.partial(log_record, metrics_path) if dp.is_main else dict
     if step == 0:
-        records.append(log_record(metrics_path, {"step": 0, **evaluate(model, eval_set, cfg, device)}))
+        records.append(log({"step": 0, **evaluate(model, eval_set, cfg, device)}))
 
     pad_id = tokenizer.pad_token_id or 0
-    bar = tqdm(total=cfg.steps, initial=step, desc="training value model", disable=not progress, leave=False)
+    bar = tqdm(total=cfg.steps, initial=step, desc="training value model", disable=not (progress and dp.is_main),
+               leave=False)  # fmt: skip
     while step < cfg.steps:
-        indices = batch_indices(step, cfg.batch_size, len(train_set), cfg.seed)
+        indices = dp.shard(batch_indices(step, cfg.batch_size, len(train_set), cfg.seed))
         batch = collate([train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id)
-        record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device)}
+        record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device, dp)}
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record |= evaluate(model, eval_set, cfg, device)
-        records.append(log_record(metrics_path, record))
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        records.append(log(record))
+        if dp.is_main and (step % cfg.save_every == 0 or step == cfg.steps):
             save_checkpoint(model, tokenizer, step, optimizer, scheduler, cfg, digest)
         bar.update(1)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{record['lr']:.2e}")
     bar.close()
 
-    save_model(model, tokenizer, cfg.out / "model")
-    training_curve(records, cfg.out / "training_curve.png")
     final = {k: records[-1].get(k) for k in ("step", "eval_loss", "roc_auc", "ece", "accuracy", "eval_positions")}
     final |= {"train_loss": mean_train_loss(records), "train_trajectories": len(train_set)}
     final |= {"eval_trajectories": len(eval_set), "model": str(cfg.out / "model")}
-    seconds = time.perf_counter() - start_time
-    write_json(cfg.out / "summary.json", {"config": config_dict(cfg), "metrics": final, "seconds": seconds})
+    if dp.is_main:
+        save_model(model, tokenizer, cfg.out / "model")
+        training_curve(records, cfg.out / "training_curve.png")
+        seconds = time.perf_counter() - start_time
+        write_json(cfg.out / "summary.json", {"config": config_dict(cfg), "metrics": final, "seconds": seconds})
+    dp.wait()  # the run folder is complete when any process returns
     return final
 
 

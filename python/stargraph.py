@@ -1,0 +1,383 @@
+"""The star-graph experiment in one command: π_ref, REINFORCE, DPO, RPO, CD and Q♯ on G(d, l).
+
+    python python/stargraph.py --degree 5 --path-len 5 --out runs/G5-5            # the full experiment
+    python python/stargraph.py --degree 2 --path-len 5 --preset quick --out runs/G2-5-quick
+
+π_ref is a small Llama trained from scratch by next-token prediction on the answers (cached under
+`--cache` and reused by every run with the same task and π_ref settings). It learns the "Clever Hans"
+shortcut: it follows edges but guesses the first step, so its accuracy is about 1/d. Every method starts
+from that π_ref and is evaluated by sampling at T = 1 on the same test graphs. CD and Q♯ run through the
+library's pipeline (collect → train → evaluate, DAgger rounds); REINFORCE, DPO and RPO are in
+`stargraph_policy.py`. Each stage records its result and wall time under `<out>/stages/`, so an
+interrupted run resumes at the first unfinished stage.
+
+Output: `<out>/results.json` (accuracies `pi_ref`, `reinforce`, `dpo`, `rpo`, `cd`, `qsharp`; `kl_cd`,
+`kl_qsharp`; `seconds` per stage; π_ref's shortcut diagnostics), `results.md` and `results.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import stargraph_policy as policy
+import torch
+import tyro
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.io import atomic_write_text, record_run_settings
+from qsharp_ext.pipeline import PipelineConfig, run_pipeline
+from qsharp_ext.plots import save_figure
+from qsharp_ext.tasks import Problem, StarGraphTask
+from qsharp_ext.tasks.stargraph import make_stargraph_reference
+
+METHODS = ("pi_ref", "reinforce", "dpo", "rpo", "cd", "qsharp")
+
+
+@dataclasses.dataclass
+class StarGraphConfig:
+    """One star-graph experiment; `--preset` picks the sizes, any flag overrides them."""
+
+    degree: int = 5
+    """d: arms of the star."""
+    path_len: int = 5
+    """l: nodes on the path from the source to the goal, both included."""
+    out: Path = Path("runs/stargraph")
+    """Run folder (resumable)."""
+    cache: Path = Path("runs/stargraph-cache")
+    """Where pretrained π_refs are kept, one folder per task and π_ref settings."""
+    n_labels: int = 50
+    """Node labels to draw from."""
+    n_pretrain: int = 200_000
+    """Graphs for π_ref's pretraining."""
+    n_posttrain: int = 200_000
+    """Graphs for post-training (RL, preference pairs, DAgger roll-outs)."""
+    n_test: int = 2000
+    """Test graphs; every method is evaluated on all of them, one sample each at T = 1."""
+    ref_layers: int = 4
+    """π_ref's transformer layers (the value models copy all of them)."""
+    ref_hidden: int = 128
+    """π_ref's width."""
+    pretrain_steps: int = 1000
+    """π_ref's next-token training steps (batch 128)."""
+    pretrain_lr: float = 1e-3
+    rl_steps: int = 150
+    """REINFORCE steps (32 graphs × 4 samples each)."""
+    rl_lr: float = 1e-4
+    pref_samples: int = 4
+    """π_ref samples per post-training graph when looking for a failed one (the rejected answer)."""
+    pref_graphs: int = 4096
+    """Post-training graphs scanned for preference pairs."""
+    pref_steps: int = 200
+    """DPO / RPO steps (batch 32 pairs)."""
+    pref_lr: float = 1e-4
+    beta: float = 0.1
+    """DPO / RPO β."""
+    rpo_alpha: float = 1.0
+    """Weight of RPO's chosen-answer NLL."""
+    rounds: int = 2
+    """Q♯ DAgger rounds."""
+    value_prompts: int = 8192
+    """Post-training graphs rolled out per round for the value models."""
+    value_samples: int = 2
+    """Roll-outs per graph and round."""
+    value_steps: int = 1000
+    """Value-model training steps per round."""
+    value_batch: int = 64
+    value_lr: float = 3e-4
+    eta: float = 0.1
+    """η of Q♯ and CD (evaluation and the round-2 roll-in)."""
+    seed: int = 0
+
+
+PRESETS: dict[str, dict] = {
+    "full": {},
+    "quick": dict(
+        n_pretrain=50_000,
+        n_posttrain=20_000,
+        n_test=500,
+        pretrain_steps=800,
+        rl_steps=60,
+        pref_graphs=1024,
+        pref_steps=60,
+        value_prompts=2048,
+        value_steps=600,
+        rounds=2,
+    ),
+    "smoke": dict(
+        n_pretrain=2000,
+        n_posttrain=1000,
+        n_test=64,
+        ref_layers=2,
+        ref_hidden=64,
+        pretrain_steps=20,
+        rl_steps=3,
+        pref_graphs=64,
+        pref_steps=3,
+        value_prompts=64,
+        value_samples=2,
+        value_steps=10,
+        value_batch=16,
+        rounds=2,
+    ),
+}
+
+
+def parse_config(argv: list[str]) -> StarGraphConfig:
+    """`--preset NAME` sets the defaults; every other flag is StarGraphConfig's and overrides them."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    known, rest = pre.parse_known_args(argv)
+    default = StarGraphConfig(**PRESETS[known.preset])
+    description = f"{__doc__}\nPresets (--preset NAME; default full): {', '.join(sorted(PRESETS))}."
+    return tyro.cli(StarGraphConfig, default=default, args=rest, description=description)
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def run_stage(cfg: StarGraphConfig, name: str, compute: Callable[[], dict]) -> dict:
+    """A stage's result, computed once: recorded with its wall time under <out>/stages/<name>.json."""
+    path = cfg.out / "stages" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"[stage] {name}", flush=True)
+    start = time.perf_counter()
+    result = compute() | {"seconds": round(time.perf_counter() - start, 1)}
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    print(f"[stage] {name}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def make_task(cfg: StarGraphConfig) -> StarGraphTask:
+    return StarGraphTask(
+        degree=cfg.degree, path_len=cfg.path_len, n_labels=cfg.n_labels, n_pretrain=cfg.n_pretrain,
+        n_posttrain=cfg.n_posttrain, n_test=cfg.n_test, seed=cfg.seed,
+    )  # fmt: skip
+
+
+def reference_folder(cfg: StarGraphConfig, task: StarGraphTask) -> Path:
+    """The cache folder of π_ref pretrained with these settings (task, size, steps, seed)."""
+    fields = ("ref_layers", "ref_hidden", "pretrain_steps", "pretrain_lr")
+    key = json.dumps({**task.settings(), **{f: getattr(cfg, f) for f in fields}}, sort_keys=True)
+    return cfg.cache / f"G{cfg.degree}-{cfg.path_len}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: PreTrainedTokenizerFast) -> Path:
+    """π_ref's folder: loaded from the cache, or pretrained now and saved there (atomically)."""
+    folder = reference_folder(cfg, task)
+    if (folder / "config.json").is_file():
+        return folder
+    model = make_stargraph_reference(task, n_layers=cfg.ref_layers, hidden=cfg.ref_hidden, seed=cfg.seed)
+    records = policy.pretrain(
+        model, tokenizer, task.pretrain_problems(), steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed
+    )
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    atomic_write_text(tmp / "pretrain_losses.json", json.dumps([r["loss"] for r in records]))
+    tmp.rename(folder)
+    return folder
+
+
+def load_policy(folder: Path) -> PreTrainedModel:
+    return AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+def evaluate_policy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: StarGraphTask, problems: list[Problem], seed: int
+) -> dict:
+    """Accuracy (± standard error) of one T = 1 sample per test graph, plus the shortcut diagnostics."""
+    completions = [c[0] for c in policy.sample_completions(model, tokenizer, task, problems, num_samples=1, seed=seed)]
+    texts = [tokenizer.decode(c) for c in completions]
+    correct = [task.score(p, t) for p, t in zip(problems, texts, strict=True)]
+    n = len(problems)
+    accuracy = sum(correct) / n
+    return {
+        "accuracy": accuracy,
+        "se": math.sqrt(accuracy * (1 - accuracy) / n),
+        "first_step_correct": sum(task.first_step_correct(p, t) for p, t in zip(problems, texts, strict=True)) / n,
+        "edges_valid": sum(task.path_edges_valid(p, t) for p, t in zip(problems, texts, strict=True)) / n,
+        "n": n,
+    }
+
+
+def finetuned(cfg: StarGraphConfig, ref: Path, train: Callable[[PreTrainedModel], list[dict]], evaluate) -> dict:
+    """Fine-tune a copy of π_ref with `train`, then evaluate it; the loss curve goes in the stage record."""
+    model = load_policy(ref)
+    torch.manual_seed(cfg.seed)
+    records = train(model)
+    result = evaluate(model)
+    every = max(len(records) // 20, 1)
+    return result | {"curve": [{k: round(v, 4) for k, v in r.items()} for r in records[::every]]}
+
+
+def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
+    """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
+    vocab = len(task.tokenizer())
+    pipeline = PipelineConfig(
+        out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds,
+        samples_per_prompt=cfg.value_samples, max_train_prompts=cfg.value_prompts, collect_eta=cfg.eta,
+        max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, num_layers=cfg.ref_layers,
+        kind="bernoulli", parameterization="v", train_steps=cfg.value_steps, batch_size=cfg.value_batch,
+        lr=cfg.value_lr, train_eval_every=max(cfg.value_steps // 5, 1), train_cd=True, etas=(cfg.eta,),
+        eval_samples=1, max_eval_prompts=cfg.n_test, evaluate_every_round=True, seed=cfg.seed, device="cpu",
+    )  # fmt: skip
+    rows = run_pipeline(pipeline, task=task)
+    pick = {r["method"]: r for r in rows}
+    rounds = {}
+    for k in range(1, cfg.rounds + 1):
+        round_rows = json.loads((cfg.out / "pipeline" / f"round-{k}" / "eval" / "results.json").read_text())
+        rounds[f"round_{k}"] = {r["method"]: {"accuracy": r["pass@1"], "kl": r["kl"]} for r in round_rows}
+    return {
+        "cd": pick["cd"]["pass@1"], "cd_se": pick["cd"]["pass@1_se"], "kl_cd": pick["cd"]["kl"],
+        "qsharp": pick["qsharp"]["pass@1"], "qsharp_se": pick["qsharp"]["pass@1_se"], "kl_qsharp": pick["qsharp"]["kl"],
+        "pi_ref_in_pipeline": pick["pi_ref"]["pass@1"], "rounds": rounds,
+    }  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------------- report
+
+
+def summarise(cfg: StarGraphConfig, stages: dict[str, dict]) -> dict:
+    """results.json: one accuracy per method, the KLs, stage times and π_ref's shortcut diagnostics."""
+    guided = stages["qsharp_cd"]
+    result = {m: stages[m]["accuracy"] for m in METHODS if m in stages}
+    result |= {m: guided[m] for m in ("cd", "qsharp", "kl_cd", "kl_qsharp")}
+    result["se"] = {m: stages[m]["se"] for m in METHODS if m in stages} | {
+        "cd": guided["cd_se"],
+        "qsharp": guided["qsharp_se"],
+    }
+    result["pi_ref_shortcut"] = {k: stages["pi_ref"][k] for k in ("first_step_correct", "edges_valid")}
+    result["pi_ref_shortcut"]["teacher_forced"] = stages["pretrain"]["teacher_forced"]
+    result["chance"] = 1 / cfg.degree
+    result["seconds"] = {name: s["seconds"] for name, s in stages.items()}
+    result["seconds"]["total"] = round(sum(result["seconds"].values()), 1)
+    result["rounds"] = guided["rounds"]
+    result["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    return result
+
+
+LABELS = {"pi_ref": "π_ref", "reinforce": "REINFORCE", "dpo": "DPO", "rpo": "RPO", "cd": "CD", "qsharp": "Q♯"}
+
+
+def markdown(result: dict) -> str:
+    cfg = result["config"]
+    lines = [
+        f"# Star graph G({cfg['degree']}, {cfg['path_len']})",
+        "",
+        f"Test accuracy, one sample per graph at T = 1 on {cfg['n_test']} test graphs (± standard error); "
+        f"chance (1/d) = {result['chance']:.2f}. CD and Q♯ at η = {cfg['eta']:g}.",
+        "",
+        "| method | accuracy | KL(π‖π_ref) |",
+        "|---|---|---|",
+    ]
+    for m in METHODS:
+        kl = {"cd": result["kl_cd"], "qsharp": result["kl_qsharp"]}.get(m)
+        kl_text = f"{kl:.3f}" if kl is not None else ""
+        lines.append(f"| {LABELS[m]} | {result[m]:.3f} ± {result['se'][m]:.3f} | {kl_text} |")
+    shortcut = result["pi_ref_shortcut"]
+    lines += [
+        "",
+        f"π_ref's shortcut: first step correct {shortcut['first_step_correct']:.3f}, "
+        f"every step along an edge {shortcut['edges_valid']:.3f}.",
+        "",
+        "Wall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in result["seconds"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def bar_chart(result: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    values = [result[m] for m in METHODS]
+    errors = [result["se"][m] for m in METHODS]
+    colors = ["tab:green", "tab:gray", "tab:gray", "tab:gray", "tab:orange", "tab:blue"]
+    ax.bar([LABELS[m] for m in METHODS], values, yerr=errors, capsize=3, color=colors)
+    ax.axhline(result["chance"], ls="--", color="black", lw=1, label="1/d")
+    for x, v in enumerate(values):
+        ax.annotate(f"{v:.2f}", (x, v), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    cfg = result["config"]
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Star graph G({cfg['degree']}, {cfg['path_len']})")
+    ax.legend(loc="upper left")
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run(cfg: StarGraphConfig) -> dict:
+    record_run_settings(cfg.out / "config.json", dataclasses.asdict(cfg), ignore=("out", "cache"))
+    torch.manual_seed(cfg.seed)
+    task = make_task(cfg)
+    tokenizer = task.tokenizer()
+    test, post = task.eval_problems(), task.train_problems()
+    stages: dict[str, dict] = {}
+
+    def evaluate(model: PreTrainedModel) -> dict:
+        return evaluate_policy(model, tokenizer, task, test, seed=cfg.seed)
+
+    def pretrain() -> dict:
+        folder = pretrained_reference(cfg, task, tokenizer)
+        model = load_policy(folder)
+        return {"folder": str(folder), "teacher_forced": policy.teacher_forced_accuracy(model, tokenizer, test[:500])}
+
+    stages["pretrain"] = run_stage(cfg, "pretrain", pretrain)
+    ref = pretrained_reference(cfg, task, tokenizer)  # the cache, or pretrained again if it was deleted
+    stages["pi_ref"] = run_stage(cfg, "pi_ref", lambda: evaluate(load_policy(ref)))
+
+    def reinforce(model: PreTrainedModel) -> list[dict]:
+        return policy.reinforce(model, tokenizer, task, post, steps=cfg.rl_steps, lr=cfg.rl_lr, seed=cfg.seed)
+
+    stages["reinforce"] = run_stage(cfg, "reinforce", lambda: finetuned(cfg, ref, reinforce, evaluate))
+
+    @functools.cache
+    def pairs() -> list[policy.PreferencePair]:
+        model, prompts = load_policy(ref), post[: cfg.pref_graphs]
+        return policy.preference_pairs(model, tokenizer, task, prompts, samples=cfg.pref_samples, seed=cfg.seed)
+
+    for name, alpha in (("dpo", 0.0), ("rpo", cfg.rpo_alpha)):
+
+        def preference(model: PreTrainedModel, alpha: float = alpha) -> list[dict]:
+            return policy.preference_training(
+                model, tokenizer, pairs(), steps=cfg.pref_steps, lr=cfg.pref_lr, beta=cfg.beta, rpo_alpha=alpha,
+                seed=cfg.seed,
+            )  # fmt: skip
+
+        def stage(train: Callable = preference) -> dict:
+            return finetuned(cfg, ref, train, evaluate) | {"pairs": len(pairs())}
+
+        stages[name] = run_stage(cfg, name, stage)
+    stages["qsharp_cd"] = run_stage(cfg, "qsharp_cd", lambda: qsharp_and_cd(cfg, task, ref))
+
+    result = summarise(cfg, stages)
+    atomic_write_text(cfg.out / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(cfg.out / "results.md", markdown(result))
+    bar_chart(result, cfg.out / "results.png")
+    print(markdown(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(sys.argv[1:] if argv is None else argv)
+    try:
+        run(cfg)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

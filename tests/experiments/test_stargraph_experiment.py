@@ -1,0 +1,63 @@
+"""`python python/stargraph.py --preset smoke`: every stage runs, results are well formed, a rerun resumes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.experiments.conftest import PYTHON_DIR
+
+METHODS = ("pi_ref", "reinforce", "dpo", "rpo", "cd", "qsharp")
+
+
+def run_driver(out, cache, *extra):
+    cmd = [sys.executable, str(PYTHON_DIR / "stargraph.py"), "--preset", "smoke", "--degree", "2", "--path-len", "3"]
+    return subprocess.run(
+        [*cmd, "--out", str(out), "--cache", str(cache), *extra], capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stargraph")
+    result = run_driver(root / "run", root / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_smoke_run_writes_results_for_every_method(smoke_run):
+    root, _ = smoke_run
+    out = root / "run"
+    result = json.loads((out / "results.json").read_text())
+    for method in METHODS:
+        assert 0.0 <= result[method] <= 1.0 and 0.0 <= result["se"][method] <= 0.5
+    assert result["kl_cd"] >= 0 and result["kl_qsharp"] >= 0
+    assert set(result["seconds"]) >= {"pretrain", "pi_ref", "reinforce", "dpo", "rpo", "qsharp_cd", "total"}
+    assert result["chance"] == 0.5 and result["config"]["degree"] == 2
+    assert "| Q♯ |" in (out / "results.md").read_text()
+    assert (out / "results.png").stat().st_size > 1000
+    assert len(list((root / "cache").iterdir())) == 1  # π_ref cached once
+
+
+def test_rerun_resumes_without_redoing_stages(smoke_run):
+    root, _ = smoke_run
+    stages = root / "run" / "stages"
+    before = {p.name: p.read_text() for p in stages.iterdir()}
+    result = run_driver(root / "run", root / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name: p.read_text() for p in stages.iterdir()} == before
+    assert "[stage]" not in result.stdout
+
+
+def test_help_lists_presets_and_flags():
+    cmd = [sys.executable, str(PYTHON_DIR / "stargraph.py"), "--help"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "--degree" in result.stdout and "--path-len" in result.stdout and "smoke" in result.stdout
+
+
+def test_a_run_folder_refuses_other_settings(smoke_run):
+    root, _ = smoke_run
+    result = run_driver(root / "run", root / "cache", "--rl-steps", "4")
+    assert result.returncode != 0 and "rl_steps" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,59 @@
+"""A local 2-CPU Ray instance, a tiny π_ref and a value model, shared by the scale-out tests."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from qsharp_ext.tasks import FirstTokenTask, Problem
+from qsharp_ext.tasks.first_token import make_tiny_reference
+from qsharp_ext.value_model import ValueModel
+
+
+class CrashingTask(FirstTokenTask):
+    """The first-token task, except that scoring `crash_prompt` kills the process while `kills` holds a count > 0.
+
+    The count lives in a file so that every Ray worker (and each restart of one) shares it.
+    """
+
+    def __init__(self, kills: Path, crash_prompt: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kills, self.crash_prompt = kills, crash_prompt
+
+    def reward(self, problem: Problem, text: str) -> float:
+        left = int(self.kills.read_text()) if self.kills.is_file() else 0
+        if problem.id == self.crash_prompt and left > 0:
+            self.kills.write_text(str(left - 1))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().reward(problem, text)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """`ray.init(num_cpus=2)` once for the session; the backend reuses an initialized Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_task() -> FirstTokenTask:
+    return FirstTokenTask(n_train=8, n_eval=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def model_dirs(small_task, tmp_path_factory) -> tuple[Path, Path]:
+    """(π_ref folder, value model folder): a tiny random Llama and a 1-layer value model whose head discriminates."""
+    ref_dir, value_dir = tmp_path_factory.mktemp("ref"), tmp_path_factory.mktemp("value")
+    tokenizer = small_task.tokenizer()
+    reference = make_tiny_reference(small_task, seed=0)
+    value = ValueModel.from_reference(reference, num_layers=1, tokenizer=tokenizer)
+    with torch.no_grad():  # a fresh head predicts about 0.5 everywhere; a spread one makes guidance act
+        value.head.weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    reference.save_pretrained(ref_dir)
+    tokenizer.save_pretrained(ref_dir)
+    value.save_pretrained(value_dir, tokenizer)
+    return ref_dir, value_dir
