@@ -238,6 +238,9 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     for k in range(1, cfg.rounds + 1):
         round_rows = json.loads((cfg.out / "pipeline" / f"round-{k}" / "eval" / "results.json").read_text())
         rounds[f"round_{k}"] = {r["method"]: {"accuracy": r["pass@1"], "kl": r["kl"]} for r in round_rows}
+        summary = json.loads((cfg.out / "pipeline" / f"round-{k}" / "qsharp" / "summary.json").read_text())
+        fit = {key: summary["metrics"].get(key) for key in ("train_loss", "eval_loss", "roc_auc")}
+        rounds[f"round_{k}"]["qsharp_value_model"] = fit  # held-out: graphs the value model never saw
     return {
         "cd": pick["cd"]["pass@1"], "cd_se": pick["cd"]["pass@1_se"], "kl_cd": pick["cd"]["kl"],
         "qsharp": pick["qsharp"]["pass@1"], "qsharp_se": pick["qsharp"]["pass@1_se"], "kl_qsharp": pick["qsharp"]["kl"],
@@ -270,6 +273,12 @@ def summarise(cfg: StarGraphConfig, stages: dict[str, dict]) -> dict:
 LABELS = {"pi_ref": "π_ref", "reinforce": "REINFORCE", "dpo": "DPO", "rpo": "RPO", "cd": "CD", "qsharp": "Q♯"}
 
 
+def value_fit(fit: dict) -> str:
+    """Train loss, held-out loss and ROC-AUC, any of them possibly undefined (tiny data, one outcome)."""
+    names = {"train_loss": "train loss", "eval_loss": "held-out loss", "roc_auc": "ROC-AUC"}
+    return ", ".join(f"{name} {'n/a' if fit[k] is None else format(fit[k], '.3f')}" for k, name in names.items())
+
+
 def markdown(result: dict) -> str:
     cfg = result["config"]
     lines = [
@@ -285,11 +294,17 @@ def markdown(result: dict) -> str:
         kl = {"cd": result["kl_cd"], "qsharp": result["kl_qsharp"]}.get(m)
         kl_text = f"{kl:.3f}" if kl is not None else ""
         lines.append(f"| {LABELS[m]} | {result[m]:.3f} ± {result['se'][m]:.3f} | {kl_text} |")
-    shortcut = result["pi_ref_shortcut"]
+    shortcut, rounds = result["pi_ref_shortcut"], result["rounds"].items()
+    forced = shortcut["teacher_forced"]  # per answer token: source, first step, later nodes, EOS
     lines += [
         "",
-        f"π_ref's shortcut: first step correct {shortcut['first_step_correct']:.3f}, "
-        f"every step along an edge {shortcut['edges_valid']:.3f}.",
+        f"π_ref's shortcut: given the true path so far, it predicts the first step with accuracy {forced[1]:.3f} "
+        f"and every later node with at least {min(forced[2:]):.3f} (greedy, teacher-forced). In its own T = 1 "
+        f"samples the first step is right {shortcut['first_step_correct']:.3f} of the time and every step is an "
+        f"edge of the graph {shortcut['edges_valid']:.3f} of the time.",
+        "",
+        "Q♯ value model per round (BCE; held out = graphs it was not trained on): "
+        + "; ".join(f"{k.replace('_', ' ')}: {value_fit(r['qsharp_value_model'])}" for k, r in rounds),
         "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in result["seconds"].items()),
         "",
