@@ -8,6 +8,8 @@ flag overrides the file, and `--help` documents every field from its docstring.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,7 +58,10 @@ def split_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
 
 
 def fields_to_flags(fields: dict[str, Any]) -> list[str]:
-    """YAML fields as tyro flags: `{"top_k": 20, "etas": [1, 0.1], "bf16": true}` → `--top-k 20 --etas 1 0.1 --bf16`."""
+    """YAML fields as tyro flags: `{"top_k": 20, "etas": [1, 0.1], "bf16": true}` → `--top-k 20 --etas 1 0.1 --bf16`.
+
+    A mapping becomes KEY=VALUE items (VALUE as JSON), which `parse_key_values` reads back.
+    """
     args: list[str] = []
     for name, value in fields.items():
         flag = "--" + name.replace("_", "-")
@@ -65,10 +70,28 @@ def fields_to_flags(fields: dict[str, Any]) -> list[str]:
         elif isinstance(value, list | tuple):
             args += [flag, *map(str, value)]
         elif isinstance(value, dict):
-            raise UserError(f"config field {name} must be a plain value or a list, not a mapping")
+            args += [flag, *(f"{key}={json.dumps(item)}" for key, item in value.items())]
         else:
             args += [flag, str(value)]
     return args
+
+
+def parse_key_values(items: Sequence[str], what: str) -> dict[str, Any]:
+    """`["high=20", 'ops=["+"]', "name=x"]` → `{"high": 20, "ops": ["+"], "name": "x"}`: VALUE is read as
+    JSON when it parses, else kept as text; an item without `=` or a key given twice is refused."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"{what} {item!r} must be KEY=VALUE, e.g. high=20")
+        if key in parsed:
+            raise UserError(f"{what} {key} is given twice")
+        try:
+            parsed[key] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key] = text
+    return parsed
 
 
 def parse_config(config_cls: type[C], argv: list[str], prog: str, description: str) -> C:

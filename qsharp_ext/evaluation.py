@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from qsharp_ext.decode_options import DecodeOptions, build_task
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import GenerationOutput, guided_generate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
@@ -29,14 +30,13 @@ from qsharp_ext.plots import accuracy_kl_plot
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
-from qsharp_ext.tasks import make_task
 from qsharp_ext.value_model import ValueModel
 
 COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "bon_value", "kl", "tok_s"]
 
 
 @dataclasses.dataclass
-class EvaluateConfig(ScaleOptions):
+class EvaluateConfig(ScaleOptions, DecodeOptions):
     """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
 
     out: Path
@@ -47,8 +47,6 @@ class EvaluateConfig(ScaleOptions):
     """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
     cd_model: str | None = None
     """Saved CD value model (mean head); its rows are skipped when absent."""
-    task: str = "first_token"
-    """Task whose evaluation prompts and reward are used."""
     etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
     """η values for Q♯ and CD (all from one trained model each)."""
     num_samples: int = 8
@@ -57,21 +55,8 @@ class EvaluateConfig(ScaleOptions):
     """Evaluate on the first N evaluation prompts only."""
     prompts_per_batch: int = 8
     """Prompts decoded together (each with num_samples rows)."""
-    max_new_tokens: int = 32
-    """Tokens generated at most per sample."""
-    top_k: int = 20
-    """Candidates scored by the value model at each step."""
-    temperature: float = 1.0
-    """π_ref's sampling temperature (the same for every method)."""
-    top_p: float = 1.0
-    """Nucleus mass kept among the candidates."""
-    seed: int = 0
-    """Seed of the sampling noise (the same noise for every method)."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    dtype: str = "auto"
-    """Weights of π_ref and the value models: auto (bfloat16 on a GPU that has it, else float32), float32,
-    bfloat16 or float16."""
+    reference_rows: bool = True
+    """Also sample π_ref itself (False: only the value-guided rows, e.g. for ablations of one value model)."""
 
 
 def standard_error(per_prompt: torch.Tensor) -> float:
@@ -164,7 +149,7 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
 
 
 def _methods(cfg: EvaluateConfig) -> list[tuple[str, float | None]]:
-    methods: list[tuple[str, float | None]] = [("pi_ref", None)]
+    methods: list[tuple[str, float | None]] = [("pi_ref", None)] if cfg.reference_rows else []
     methods += [("cd", eta) for eta in cfg.etas] if cfg.cd_model else []
     methods += [("qsharp", eta) for eta in cfg.etas] if cfg.qsharp_model else []
     return methods
@@ -220,11 +205,13 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
     if cfg.num_samples < 1:
         raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
     check_scale_options(cfg)
-    task = task or make_task(cfg.task)
+    task = task or build_task(cfg)
     problems = task.eval_problems()[: cfg.max_prompts]
     if not problems:
         raise UserError(f"task {task.name} has no evaluation prompts")
     methods, firsts = _methods(cfg), range(0, len(problems), cfg.prompts_per_batch)
+    if not methods:
+        raise UserError("nothing to evaluate: reference_rows is off and no value model is given")
     units = [(m, first) for m in range(len(methods)) for first in firsts]
     if cfg.backend == "ray":
         finished = ray_pool.map_units(functools.partial(BatchSampler, cfg, task, problems), units, cfg, cfg.device)
@@ -254,8 +241,7 @@ def write_report(cfg: EvaluateConfig, rows: list[dict], task_name: str) -> None:
 
 
 def summary_line(rows: list[dict]) -> str:
-    ref = next(r for r in rows if r["method"] == "pi_ref")
-    parts = [f"π_ref pass@1 {ref['pass@1']:.3f} ± {ref['pass@1_se']:.3f}"]
+    parts = [f"π_ref pass@1 {r['pass@1']:.3f} ± {r['pass@1_se']:.3f}" for r in rows if r["method"] == "pi_ref"]
     for method in ("qsharp", "cd"):
         mine = [r for r in rows if r["method"] == method]
         if mine:

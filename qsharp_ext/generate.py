@@ -22,7 +22,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.kernels import fused_step
-from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions
+from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions, prefill
 from qsharp_ext.value_model import ValueModel, check_tokenizer
 
 StepHook = Callable[[int, dict], None]
@@ -50,9 +50,11 @@ class GenerationOutput:
 
 @dataclasses.dataclass
 class _Rows:
-    """The batch being decoded: prompt-major, then η, then sample."""
+    """The batch being decoded: prompt-major, then η, then sample (`per_prompt` rows per prompt)."""
 
-    input_ids: torch.Tensor  # (N, L) left-padded prompts
+    prompt_ids: torch.Tensor  # (P, L) the distinct prompts, left-padded: each is prefilled once
+    prompt_mask: torch.Tensor  # (P, L)
+    per_prompt: int
     attention_mask: torch.Tensor  # (N, L), grows by one column per step
     eta: torch.Tensor  # (N,) float64 as given, inf = unguided
     prompt_index: torch.Tensor
@@ -130,7 +132,9 @@ def _build_rows(ids: list[list[int]], pad_id: int, etas: Sequence[float | None],
     per_prompt = n_etas * num_samples
     eta_values = torch.tensor([math.inf if e is None else float(e) for e in etas], dtype=torch.float64)
     return _Rows(
-        input_ids=input_ids.repeat_interleave(per_prompt, 0),
+        prompt_ids=input_ids,
+        prompt_mask=mask,
+        per_prompt=per_prompt,
         attention_mask=mask.repeat_interleave(per_prompt, 0),
         eta=eta_values.repeat_interleave(num_samples).repeat(n_prompts),
         prompt_index=torch.arange(n_prompts).repeat_interleave(per_prompt),
@@ -182,26 +186,28 @@ def guided_generate(
 
     rows = _build_rows(_encode(tokenizer, prompts), pad_id, etas, num_samples)
     limit = min(_context_limit(ref_model), _context_limit(value_model.backbone) if value_model else math.inf)
-    if rows.input_ids.shape[1] + max_new_tokens > limit:
+    if rows.prompt_ids.shape[1] + max_new_tokens > limit:
         raise UserError(
-            f"prompt ({rows.input_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+            f"prompt ({rows.prompt_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's context of {limit} tokens"
         )
-    rows.input_ids, rows.attention_mask, rows.eta = (
-        rows.input_ids.to(device),
-        rows.attention_mask.to(device),
-        rows.eta.to(device),
-    )
-    n = rows.input_ids.shape[0]
+    rows.prompt_ids, rows.prompt_mask = rows.prompt_ids.to(device), rows.prompt_mask.to(device)
+    rows.attention_mask, rows.eta = rows.attention_mask.to(device), rows.eta.to(device)
+    n = rows.attention_mask.shape[0]
     noise_source = _NoiseSource(n, seed, row_seeds)
     switch = _per_row(rollin_steps, n, "rollin_steps", device)
     head = value_model.kind if value_model is not None else "bernoulli"
     atoms = value_model.atoms if value_model is not None and head == "histogram" else None
 
-    ref_cache = cache_kwarg(ref_model, DynamicCache())  # the argument name is looked up once
+    ref_kv = DynamicCache()
+    ref_cache = cache_kwarg(ref_model, ref_kv)  # the argument name is looked up once
+
+    def run_ref(ids: torch.Tensor, prompt_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        return ref_model(input_ids=ids, attention_mask=prompt_mask, position_ids=position, **ref_cache).logits
+
     mask = rows.attention_mask
-    logits = _next_logits(ref_model, rows.input_ids, mask, positions(mask), ref_cache)
-    scorer = CandidateScorer(value_model, rows.input_ids, rows.attention_mask) if guided else None
+    logits = prefill(run_ref, rows.prompt_ids, rows.prompt_mask, ref_kv, rows.per_prompt).float()  # (N, V)
+    scorer = CandidateScorer(value_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt) if guided else None
 
     tokens, logp_pi, logp_ref = [], [], []
     kl = torch.zeros(n, device=device)

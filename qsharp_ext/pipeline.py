@@ -26,25 +26,24 @@ from pathlib import Path
 import torch
 
 from qsharp_ext import rollouts, training
+from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
 from qsharp_ext.io import record_run_settings
 from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
-from qsharp_ext.tasks import Task, make_task
+from qsharp_ext.tasks import Task
 from qsharp_ext.training import TrainConfig, run_train
 
 TINY = "tiny"
 
 
 @dataclasses.dataclass
-class PipelineConfig:
+class PipelineConfig(DecodeOptions):
     """Rounds of DAgger data collection, value-model training and evaluation (Q♯, CD, π_ref)."""
 
     out: Path = Path("runs/pipeline")
     """Run folder; re-running the same command continues an interrupted run there."""
-    task: str = "first_token"
-    """Task: prompts, reward and answer extraction."""
     ref_model: str = TINY
     """π_ref: a folder or hub id; `tiny` makes a small random Llama over the task's words (synthetic tasks)."""
     rounds: int = 2
@@ -55,14 +54,6 @@ class PipelineConfig:
     """Use only the first N training prompts."""
     collect_eta: float = 0.1
     """η of the guided roll-in from round 2 on."""
-    max_new_tokens: int = 32
-    """Longest completion, for roll-outs and evaluation."""
-    top_k: int = 20
-    """Candidates scored per step by the value model."""
-    temperature: float = 1.0
-    """π_ref's sampling temperature."""
-    top_p: float = 1.0
-    """Nucleus mass kept among the candidates, for roll-outs and evaluation (1: off)."""
     value_model_base: str | None = None
     """Build the value models from this causal LM (folder or hub id) with π_ref's tokenizer instead of from π_ref."""
     num_layers: int | None = 2
@@ -71,6 +62,10 @@ class PipelineConfig:
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
     parameterization: str = "v"
     """v (score each candidate prefix) or q (one distribution per next token)."""
+    prefix_extension: bool = True
+    """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
+    fit: str = "likelihood"
+    """Q♯ head's loss: likelihood (BCE / two-hot NLL) or mse (regress its expected reward; an ablation)."""
     train_steps: int = 200
     """Optimizer steps per round."""
     batch_size: int = 16
@@ -89,13 +84,6 @@ class PipelineConfig:
     """Evaluate on the first N evaluation prompts."""
     evaluate_every_round: bool = True
     """Evaluate after each round (False: after the last one only)."""
-    seed: int = 0
-    """Seed of everything: models made on the fly, roll-outs, training, evaluation."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    dtype: str = "auto"
-    """Weights for decoding: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16 or float16.
-    Value models train in float32 weights, under bfloat16 autocast when this resolves to bfloat16."""
 
 
 def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
@@ -136,6 +124,8 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         num_layers=cfg.num_layers,
         kind=kind,
         parameterization=cfg.parameterization,
+        prefix_extension=cfg.prefix_extension,
+        fit=cfg.fit if kind != "mean" else "likelihood",
         steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
@@ -152,10 +142,9 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     folder = cfg.out / f"round-{k}"
     guide = cfg.out / f"round-{k - 1}" / "qsharp" / "model"
     collect = CollectConfig(
-        out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, task=cfg.task, round=k,
-        samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_new_tokens=cfg.max_new_tokens,
-        top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p, max_prompts=cfg.max_train_prompts,
-        seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
+        out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, round=k,
+        samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_prompts=cfg.max_train_prompts,
+        **decode_fields(cfg),
     )  # fmt: skip
     print(f"round {k}/{cfg.rounds}: collect")
     print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
@@ -172,10 +161,8 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     print(f"round {k}/{cfg.rounds}: evaluate")
     evaluate = EvaluateConfig(
         out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
-        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, task=cfg.task, etas=cfg.etas,
-        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, max_new_tokens=cfg.max_new_tokens,
-        top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, device=cfg.device,
-        dtype=cfg.dtype,
+        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, etas=cfg.etas,
+        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg),
     )  # fmt: skip
     rows = run_evaluate(evaluate, task=task)
     print(f"round {k}: {summary_line(rows)}")
@@ -192,7 +179,7 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
     resolve_dtype(cfg.dtype, cfg.device)  # a bad dtype or device is refused before the run folder is made
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
-    task = task or make_task(cfg.task)
+    task = task or build_task(cfg)
     check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)
     rows: list[dict] | None = None

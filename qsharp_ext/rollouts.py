@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from qsharp_ext.decode_options import DecodeOptions, build_task
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.loading import load_reference, load_value_model
@@ -40,12 +41,12 @@ from qsharp_ext.rollout_data import (
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
-from qsharp_ext.tasks import Problem, Task, make_task
+from qsharp_ext.tasks import Problem, Task
 from qsharp_ext.value_model import ValueModel
 
 
 @dataclasses.dataclass
-class CollectConfig(ScaleOptions):
+class CollectConfig(ScaleOptions, DecodeOptions):
     """Collect one round of roll-out data: roll in with π^k, roll out with π_ref, score with the task."""
 
     out: Path
@@ -54,33 +55,16 @@ class CollectConfig(ScaleOptions):
     """π_ref: a model folder (or hub id) with its tokenizer."""
     value_model: str | None = None
     """Folder of the value model that guides the roll-in (this round's π^k); None: π_ref (round 1)."""
-    task: str = "first_token"
-    """Task whose training prompts are rolled out and whose reward scores the completions."""
     round: int = 1
     """DAgger round number, stored with every sample and mixed into the sample seeds."""
     samples_per_prompt: int = 16
     """Completions per training prompt."""
     eta: float = 0.1
     """KL-regularization strength of the guided roll-in (unused without a value model)."""
-    max_new_tokens: int = 32
-    """Longest completion; the switch step h is drawn uniformly in [0, max_new_tokens - 1]."""
-    top_k: int = 20
-    """Candidates the value model scores at each guided step."""
-    temperature: float = 1.0
-    """Sampling temperature of π_ref."""
-    top_p: float = 1.0
-    """Nucleus sampling threshold (1: off)."""
     prompts_per_shard: int = 8
     """Prompts per shard: the unit of work written at once and skipped on resume."""
     max_prompts: int | None = None
     """Use only the first this many training prompts; None: all of them."""
-    seed: int = 0
-    """Run seed: with the round, prompt id and sample index it fixes every sample's noise and switch step."""
-    device: str = "auto"
-    """auto (the GPU when there is one), cpu, cuda or cuda:N."""
-    dtype: str = "auto"
-    """Weights of π_ref and the value model: auto (bfloat16 on a GPU that has it, else float32), float32,
-    bfloat16 or float16."""
 
 
 def check_config(cfg: CollectConfig) -> None:
@@ -235,7 +219,7 @@ def _training_problems(cfg: CollectConfig, task: Task) -> list[Problem]:
 def run_collect(cfg: CollectConfig, task: Task | None = None, progress: bool = True) -> Path:
     """Collect (or finish collecting) the round into `cfg.out`; returns the folder. Finished shards are kept."""
     check_config(cfg)
-    task = task if task is not None else make_task(cfg.task)
+    task = task if task is not None else build_task(cfg)
     problems = _training_problems(cfg, task)
     shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
     out, settings = Path(cfg.out), collect_settings(cfg, task, problems)

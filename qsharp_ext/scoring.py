@@ -10,6 +10,7 @@ Q-type: the head output at the last position covers every next token, so scoring
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -31,6 +32,25 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
+def prefill(
+    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: DynamicCache,
+    repeats: int = 1,
+) -> torch.Tensor:
+    """Run the prompts into `cache` and return each row's last-position output.
+
+    `run(ids, mask, position_ids)` is one forward pass returning (rows, length, ...). With `repeats` > 1
+    every prompt is run once and its cache rows and output are copied to `repeats` consecutive rows: the
+    samples (and η values) of one prompt share its prefill, which dominates decoding cost for short answers.
+    """
+    last = run(input_ids, attention_mask, positions(attention_mask))[:, -1]
+    if repeats > 1:
+        cache.batch_repeat_interleave(repeats)
+    return last.repeat_interleave(repeats, 0)
+
+
 def _keep_chosen_candidate(cache: DynamicCache, prefix_len: int, cand_index: torch.Tensor) -> None:
     """Drop the k scored candidates from the value cache but the chosen one, whose K/V are kept as they are."""
     rows = torch.arange(cand_index.numel(), device=cand_index.device)
@@ -49,12 +69,18 @@ def _drop_candidates(cache: DynamicCache, prefix_len: int) -> None:
 class CandidateScorer:
     """The value model's side of decoding: its cache, and head outputs for each step's candidates."""
 
-    def __init__(self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def __init__(
+        self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int = 1
+    ) -> None:
+        """Prefill the prompts (`repeats` rows per prompt share one prefill, see `prefill`)."""
         self.model, self.cache = model, DynamicCache()
         self.cache_args = cache_kwarg(model, self.cache)  # looked up once, not at every step
-        mask = attention_mask
-        head_out, _ = model(input_ids, attention_mask=mask, position_ids=positions(mask), **self.cache_args)
-        self.last = head_out[:, -1]  # Q-type: every next token's head output, (N, V[, n])
+
+        def run(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+            return model(ids, attention_mask=mask, position_ids=position, **self.cache_args)[0]
+
+        # Q-type: every next token's head output, (N, V[, n])
+        self.last = prefill(run, input_ids, attention_mask, self.cache, repeats)
 
     def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Head outputs for the k candidates of every row: (N, k) or (N, k, n)."""

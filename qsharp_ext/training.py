@@ -84,6 +84,9 @@ class TrainConfig:
     """Highest reward (bernoulli: 1)."""
     prefix_extension: bool = True
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
+    fit: str = "likelihood"
+    """likelihood: the head's own loss (BCE, two-hot NLL, MSE for mean); mse: regress the head's expected
+    reward by MSE (the paper's ablation of the distributional loss)."""
     steps: int = 200
     """Optimizer steps; raising it on a finished run continues from its last checkpoint."""
     batch_size: int = 16
@@ -125,6 +128,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"kind must be bernoulli, histogram or mean, not {cfg.kind!r}")
     if cfg.parameterization not in ("v", "q"):
         raise UserError(f"parameterization must be 'v' or 'q', not {cfg.parameterization!r}")
+    if cfg.fit not in ("likelihood", "mse"):
+        raise UserError(f"fit must be likelihood or mse, not {cfg.fit!r}")
     if cfg.schedule not in ("cosine", "constant"):
         raise UserError(f"schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.kind == "bernoulli" and (cfg.v_min, cfg.v_max) != (0.0, 1.0):
@@ -285,9 +290,9 @@ def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
     return model.head_outputs(hidden)
 
 
-def batch_loss(model: ValueModel, batch: Batch) -> torch.Tensor:
+def batch_loss(model: ValueModel, batch: Batch, fit: str = "likelihood") -> torch.Tensor:
     """Mean loss over every target position of the batch (prefix extension in one pass)."""
-    return model.loss(target_outputs(model, batch), batch.rewards)
+    return model.loss(target_outputs(model, batch), batch.rewards, fit)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -328,7 +333,7 @@ def train_step(
     """
     model.train()
     with autocast(device, cfg.bf16):
-        loss = batch_loss(model, batch.to(device))
+        loss = batch_loss(model, batch.to(device), cfg.fit)
     optimizer.zero_grad(set_to_none=True)
     if dp is None or dp.world_size == 1:
         loss.backward()
@@ -359,7 +364,7 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
         batch = collate(rollouts[start : start + cfg.batch_size], model.is_q_type, cfg.prefix_extension).to(device)
         with autocast(device, cfg.bf16):
             out = target_outputs(model, batch)  # (N,) or (N, n)
-            loss_sum += model.loss(out, batch.rewards).item() * batch.rewards.numel()
+            loss_sum += model.loss(out, batch.rewards, cfg.fit).item() * batch.rewards.numel()
         expected.append(model.expected_reward(out.float()).cpu())
         rewards.append(batch.rewards.cpu())
     if not rewards:

@@ -154,8 +154,16 @@ class ValueModel(nn.Module):
             return (torch.softmax(head_out, -1) * self.atoms).sum(-1)
         return head_out
 
-    def loss(self, head_out: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-        """BCE (bernoulli), two-hot NLL (histogram) or MSE (mean) against final rewards."""
+    def loss(self, head_out: torch.Tensor, reward: torch.Tensor, fit: str = "likelihood") -> torch.Tensor:
+        """BCE (bernoulli), two-hot NLL (histogram) or MSE (mean) against final rewards.
+
+        fit="mse" regresses the head's expected reward instead, whatever the head (the paper's ablation of
+        the distributional loss): for 0/1 rewards the Bernoulli head then still yields E[exp(z/η)].
+        """
+        if fit == "mse":
+            D.check_rewards(reward, self.head_config.v_min, self.head_config.v_max)
+            expected = self.expected_reward(head_out)
+            return torch.nn.functional.mse_loss(expected, reward.to(expected.dtype))
         if self.kind == "bernoulli":
             return D.bernoulli_loss(head_out, reward)
         if self.kind == "histogram":

@@ -125,6 +125,23 @@ def test_one_pass_loss_equals_one_pass_per_prefix(tokenizer, kind, parameterizat
         torch.testing.assert_close(batch_loss(vm, batch), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
+def test_mse_fit_regresses_the_expected_reward(tokenizer, kind):
+    """fit="mse": mean squared error of E[z] against the reward, checked against a float64 hand computation."""
+    torch.manual_seed(2)
+    vm = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer)), 1, tokenizer, kind=kind, n_atoms=5)
+    head_out = torch.randn(64, 5) * 20 if kind == "histogram" else torch.randn(64) * 20  # saturated heads too
+    reward = torch.rand(64) if kind == "histogram" else (torch.rand(64) < 0.5).float()
+    if kind == "histogram":
+        expected = (torch.softmax(head_out.double(), -1) * torch.linspace(0, 1, 5, dtype=torch.float64)).sum(-1)
+    else:
+        expected = 1 / (1 + torch.exp(-head_out.double()))
+    want = ((expected - reward.double()) ** 2).mean()
+    got = vm.loss(head_out, reward, fit="mse")
+    assert torch.isfinite(got) and abs(got.item() - want.item()) < 1e-6
+    assert abs(vm.loss(head_out, reward).item() - want.item()) > 1e-3  # the likelihood loss is another number
+
+
 def test_data_order_is_a_seeded_permutation_per_epoch():
     n, batch = 10, 4
     stream = [i for step in range(5) for i in training.batch_indices(step, batch, n, seed=3)]
@@ -177,6 +194,12 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_fo
     other = config(tmp_path / "other", ref_folder, data_folder, init_value_model=str(run / "model"), kind="mean")
     with pytest.raises(UserError, match="kind='bernoulli'"):
         run_train(other, progress=False)
+
+
+def test_mse_fit_also_learns_and_its_eval_loss_is_the_mse(tmp_path, ref_folder, data_folder):
+    metrics = run_train(config(tmp_path, ref_folder, data_folder, steps=150, fit="mse"), progress=False)
+    assert metrics["roc_auc"] > 0.9, metrics
+    assert 0 <= metrics["eval_loss"] < 0.25, metrics  # an MSE of probabilities, below the constant 0.5 guess
 
 
 def test_resumed_run_ends_with_exactly_the_weights_of_an_uninterrupted_one(tmp_path, ref_folder, data_folder):
@@ -246,6 +269,8 @@ def test_bad_inputs_are_one_clear_sentence(tmp_path, ref_folder, data_folder):
         run_train(config(tmp_path, ref_folder, data_folder, v_max=5.0), progress=False)
     with pytest.raises(UserError, match="schedule"):
         run_train(config(tmp_path, ref_folder, data_folder, schedule="linear"), progress=False)
+    with pytest.raises(UserError, match="fit must be likelihood or mse"):
+        run_train(config(tmp_path, ref_folder, data_folder, fit="l2"), progress=False)
 
     rollouts = synthetic_rollouts(4, 2)
     rollouts[3].reward = 1.5

@@ -1,0 +1,48 @@
+"""What collect, evaluate and pipeline share: the task and how π_ref (guided or not) is decoded.
+
+A keyword-only base dataclass, like `scale.options.ScaleOptions`: each command's own required fields keep
+their places, config.py's YAML / flag machinery sees plain fields, and the pipeline hands its decoding
+settings to every stage with `decode_fields(cfg)` instead of copying them one by one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from qsharp_ext.config import parse_key_values
+from qsharp_ext.tasks import Task, make_task
+
+
+@dataclasses.dataclass(kw_only=True)
+class DecodeOptions:
+    task: str = "first_token"
+    """Task: its prompts, reward and answer extraction."""
+    task_options: tuple[str, ...] = ()
+    """Options of the task's constructor as KEY=VALUE (VALUE read as JSON when it parses, else as text), e.g.
+    `--task-options high=20 n_eval=300 'ops=["+", "-"]'`; in YAML, a mapping (`task_options: {high: 20}`)."""
+    max_new_tokens: int = 32
+    """Longest completion (roll-outs draw their switch step h uniformly in [0, max_new_tokens - 1])."""
+    top_k: int = 20
+    """Candidates the value model scores at each guided step."""
+    temperature: float = 1.0
+    """π_ref's sampling temperature (the same for every method)."""
+    top_p: float = 1.0
+    """Nucleus mass kept among the candidates (1: off)."""
+    seed: int = 0
+    """Seed of the sampling noise (with a sample's identity it fixes every sample's noise)."""
+    device: str = "auto"
+    """auto (the GPU when there is one), cpu, cuda or cuda:N."""
+    dtype: str = "auto"
+    """Weights of π_ref and the value models: auto (bfloat16 on a GPU that has it, else float32), float32,
+    bfloat16 or float16."""
+
+
+def decode_fields(opts: DecodeOptions) -> dict[str, Any]:
+    """The shared fields of `opts` as keyword arguments for another command's config."""
+    return {field.name: getattr(opts, field.name) for field in dataclasses.fields(DecodeOptions)}
+
+
+def build_task(opts: DecodeOptions) -> Task:
+    """The task `opts` names, built with its options."""
+    return make_task(opts.task, **parse_key_values(opts.task_options, "task option"))

@@ -1,0 +1,51 @@
+"""Task options from flags and YAML reach the task's constructor; bad ones are one clear sentence."""
+
+import pytest
+
+from qsharp_ext.config import fields_to_flags, parse_config, parse_key_values
+from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
+from qsharp_ext.errors import UserError
+from qsharp_ext.evaluation import EvaluateConfig
+from qsharp_ext.pipeline import PipelineConfig
+from qsharp_ext.rollouts import CollectConfig
+
+
+def test_values_are_json_when_they_parse_and_text_otherwise():
+    parsed = parse_key_values(["high=20", 'ops=["+", "-"]', "flag=true", "name=x y", "ratio=0.5", "empty="], "opt")
+    assert parsed == {"high": 20, "ops": ["+", "-"], "flag": True, "name": "x y", "ratio": 0.5, "empty": ""}
+
+
+@pytest.mark.parametrize(("items", "message"), [(["high"], "must be KEY=VALUE"), (["=3"], "must be KEY=VALUE"),
+                                                (["a=1", "a=2"], "given twice")])  # fmt: skip
+def test_malformed_items_are_refused(items, message):
+    with pytest.raises(UserError, match=message):
+        parse_key_values(items, "task option")
+
+
+def test_a_yaml_mapping_round_trips_through_flags(tmp_path):
+    options = {"high": 20, "ops": ["+", "-"], "nonnegative": False, "label": "a=b"}
+    flags = fields_to_flags({"task_options": options})
+    assert flags[0] == "--task-options"
+    assert parse_key_values(flags[1:], "task option") == options
+
+
+def test_yaml_task_options_build_the_task(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("task: arithmetic\ntask_options: {high: 20, n_eval: 300, n_train: 290, ops: ['+', '-']}\n")
+    cfg = parse_config(PipelineConfig, ["--config", str(config)], "prog", "")
+    task = build_task(cfg)
+    assert (task.high, task.ops, len(task.eval_problems()), len(task.train_problems())) == (20, ("+", "-"), 300, 290)
+
+
+def test_an_unknown_task_option_names_the_known_ones():
+    with pytest.raises(UserError, match=r"has no option.*colour.*its options: high"):
+        build_task(DecodeOptions(task="arithmetic", task_options=("colour=red",)))
+
+
+@pytest.mark.parametrize("config_cls", [CollectConfig, EvaluateConfig])
+def test_every_stage_takes_the_pipelines_decoding_settings(config_cls, tmp_path):
+    pipeline = PipelineConfig(task="arithmetic", task_options=("high=12",), top_k=7, temperature=0.8, top_p=0.9,
+                              max_new_tokens=5, seed=3, device="cpu", dtype="float32")  # fmt: skip
+    stage = config_cls(out=tmp_path, ref_model="m", **decode_fields(pipeline))
+    assert decode_fields(stage) == decode_fields(pipeline)
+    assert build_task(stage).settings() == build_task(pipeline).settings()
