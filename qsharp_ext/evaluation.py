@@ -25,7 +25,7 @@ from qsharp_ext.decode_options import DecodeOptions, build_task
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import GenerationOutput, guided_generate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
-from qsharp_ext.loading import load_reference, load_value_model
+from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.plots import accuracy_kl_plot
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
@@ -185,7 +185,7 @@ class BatchSampler:
             out = self.vllm.sample(
                 self.prompt_ids[batch], cfg.num_samples, [(cfg.seed + first) * 1_000_003 + r for r in range(n_rows)],
                 max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=stop_token_ids(self.ref, self.tokenizer),
             )  # fmt: skip
         else:
             out = guided_generate(

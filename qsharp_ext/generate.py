@@ -22,6 +22,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.kernels import fused_step
+from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions, prefill
 from qsharp_ext.value_model import ValueModel, check_tokenizer
 
@@ -166,7 +167,8 @@ def guided_generate(
     """Sample `num_samples` completions per prompt and per η from π ∝ π_ref · E[exp(z/η)].
 
     `etas` may mix values and None (plain π_ref sampling); one trained value model serves them all.
-    Rows stop independently at EOS (the tokenizer's unless `eos_token_id` is given) or `max_new_tokens`.
+    Rows stop independently at a stop id or after `max_new_tokens`. The stop ids are `eos_token_id` when it is
+    given (`[]`: none), else `stop_token_ids(ref_model, tokenizer)`: the tokenizer's EOS and the model's own.
     `row_seeds` (one per row, rows ordered prompt-major, then η, then sample) gives every row its own noise
     stream, so a row's sample does not depend on what else is in the batch. `rollin_steps` (one per row)
     switches a row to plain π_ref after that many guided tokens (DAgger roll-in, then roll-out).
@@ -181,8 +183,8 @@ def guided_generate(
         check_tokenizer(value_model.head_config, tokenizer, "the given value model")
     device = ref_model.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
-    eos_ids = torch.tensor([] if eos is None else [eos] if isinstance(eos, int) else list(eos), device=device)
+    eos = eos_token_id if eos_token_id is not None else stop_token_ids(ref_model, tokenizer)
+    eos_ids = torch.tensor(token_id_list(eos), dtype=torch.long, device=device)
 
     rows = _build_rows(_encode(tokenizer, prompts), pad_id, etas, num_samples)
     limit = min(_context_limit(ref_model), _context_limit(value_model.backbone) if value_model else math.inf)

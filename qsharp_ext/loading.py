@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -41,6 +43,24 @@ def _check_exists(name: str, what: str) -> None:
     looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
     if looks_local and not Path(name).expanduser().is_dir():
         raise UserError(f"{what} folder {name} does not exist")
+
+
+def token_id_list(ids: int | Sequence[int] | None) -> list[int]:
+    """One id, several or none (as Hugging Face configs write them) as a list of ints."""
+    if ids is None:
+        return []
+    return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
+
+
+def stop_token_ids(model: Any, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS first, then those of the model's generation config.
+
+    Chat models declare several there (Llama-3.1-Instruct ends a turn with <|eot_id|>, not with the tokenizer's
+    EOS); stopping at the tokenizer's EOS alone runs past the end of the answer.
+    """
+    config = getattr(model, "generation_config", None)
+    declared = token_id_list(tokenizer.eos_token_id) + token_id_list(getattr(config, "eos_token_id", None))
+    return list(dict.fromkeys(declared))
 
 
 def _auto_tokenizer(name: str, what: str) -> PreTrainedTokenizerBase:

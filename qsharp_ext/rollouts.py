@@ -28,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from qsharp_ext.decode_options import DecodeOptions, build_task
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import guided_generate
-from qsharp_ext.loading import load_reference, load_value_model
+from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.rollout_data import (
     Rollout,
     check_settings,
@@ -153,7 +153,7 @@ def collect_shard(
             longest = _generate(cfg, ref, tokenizer, value_model, prompt_ids, seeds, switches, max(switches))
             prefixes = [tokens[:switch] for tokens, switch in zip(longest, switches, strict=True)]
         completions = sampler.continue_rows(rows, prefixes, seeds, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                                            tokenizer.eos_token_id)  # fmt: skip
+                                            stop_token_ids(ref, tokenizer))  # fmt: skip
     rollouts = []
     for row, (completion, (noise_seed, switch)) in enumerate(zip(completions, draws, strict=True)):
         if value_model is None:  # the roll-in policy is π_ref itself: every prefix has a π_ref continuation
@@ -185,7 +185,7 @@ def _generate(
     out = guided_generate(
         ref, tokenizer, prompt_ids, value_model,
         etas=(eta,), num_samples=cfg.samples_per_prompt, max_new_tokens=max_new_tokens, top_k=cfg.top_k,
-        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id,
+        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=stop_token_ids(ref, tokenizer),
         row_seeds=seeds, rollin_steps=switches,
     )  # fmt: skip
     return out.token_lists()

@@ -20,6 +20,7 @@ import torch
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import GenerationOutput
+from qsharp_ext.loading import token_id_list
 
 
 def has_gpu() -> bool:
@@ -55,18 +56,19 @@ class VllmSampler:
         max_new_tokens: int,
         temperature: float,
         top_p: float,
-        eos_token_id: int | None,
+        eos_token_id: int | Sequence[int] | None,
     ) -> list[list[int]]:
-        """prefix + π_ref's continuation of prompt + prefix, per row, `max_new_tokens` in all, EOS included.
+        """prefix + π_ref's continuation of prompt + prefix, per row, `max_new_tokens` in all, the stop id included.
 
-        A row whose prefix already ended (EOS, or the length limit) is returned as it is.
+        `eos_token_id` is the stop id or ids (loading.stop_token_ids: a chat model may declare several).
+        A row whose prefix already ended (a stop id, or the length limit) is returned as it is.
         """
+        stop = token_id_list(eos_token_id)
         results = [list(p) for p in prefixes]
-        open_rows = [i for i, p in enumerate(prefixes) if not _finished(p, max_new_tokens, eos_token_id)]
+        open_rows = [i for i, p in enumerate(prefixes) if not _finished(p, max_new_tokens, stop)]
         if not open_rows:
             return results
         requests = [{"prompt_token_ids": list(prompts[i]) + list(prefixes[i])} for i in open_rows]
-        stop = [] if eos_token_id is None else [eos_token_id]
         params = [
             self.vllm.SamplingParams(
                 n=1,
@@ -81,7 +83,7 @@ class VllmSampler:
         ]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         for i, request in zip(open_rows, outputs, strict=True):
-            results[i] += completion_tokens(request.outputs[0], eos_token_id)
+            results[i] += completion_tokens(request.outputs[0], stop)
         return results
 
     def sample(
@@ -90,20 +92,25 @@ class VllmSampler:
         """`num_samples` π_ref completions per prompt (rows prompt-major), as the torch engine returns them."""
         rows = [p for p in prompts for _ in range(num_samples)]
         completions = self.continue_rows(rows, [[] for _ in rows], seeds, **kwargs)
-        return generation_output(completions, num_samples, pad_id=kwargs.get("eos_token_id") or 0)
+        stop = token_id_list(kwargs.get("eos_token_id"))
+        return generation_output(completions, num_samples, pad_id=stop[0] if stop else 0)
 
 
-def _finished(prefix: Sequence[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
-    return len(prefix) >= max_new_tokens or (eos_token_id is not None and bool(prefix) and prefix[-1] == eos_token_id)
+def _finished(prefix: Sequence[int], max_new_tokens: int, stop: Sequence[int]) -> bool:
+    return len(prefix) >= max_new_tokens or (bool(prefix) and prefix[-1] in stop)
 
 
-def completion_tokens(output: Any, eos_token_id: int | None) -> list[int]:
-    """A vLLM CompletionOutput's tokens, ending with EOS when it stopped on EOS (as the torch engine's do)."""
-    tokens = list(output.token_ids)
-    stopped_on_eos = output.finish_reason == "stop" and eos_token_id is not None
-    if stopped_on_eos and (not tokens or tokens[-1] != eos_token_id):
-        tokens.append(eos_token_id)
-    return tokens
+def completion_tokens(output: Any, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    """A vLLM CompletionOutput's tokens, ending with the stop id it stopped on (as the torch engine's do).
+
+    vLLM may leave that id out of `token_ids`; its `stop_reason` names a stop id it stopped on, and is None
+    when it stopped on the model's own EOS, which is the first id (the tokenizer's).
+    """
+    stop, tokens = token_id_list(eos_token_id), list(output.token_ids)
+    if output.finish_reason != "stop" or not stop or (tokens and tokens[-1] in stop):
+        return tokens
+    reason = getattr(output, "stop_reason", None)
+    return [*tokens, reason if reason in stop else stop[0]]
 
 
 def generation_output(completions: list[list[int]], num_samples: int, pad_id: int) -> GenerationOutput:

@@ -127,6 +127,28 @@ def test_rows_stop_at_eos_independently(tokenizer):
     assert out.lengths.min() < 12 and eos is not None
 
 
+def truncate_at(tokens: list[int], stops: set[int]) -> list[int]:
+    end = next((i + 1 for i, t in enumerate(tokens) if t in stops), len(tokens))
+    return tokens[:end]
+
+
+def test_rows_stop_at_every_end_of_turn_id_the_model_declares(tokenizer):
+    """A chat model's generation config lists more stop ids than the tokenizer's EOS (Llama-3.1: <|eot_id|>)."""
+    ref = make_causal_lm("llama", len(tokenizer))
+    eos = tokenizer.eos_token_id
+    kwargs = dict(etas=(None,), num_samples=2, max_new_tokens=8, row_seeds=list(range(6)))
+    plain = guided_generate(ref, tokenizer, PROMPTS, None, eos_token_id=[], **kwargs).token_lists()
+    turn_end = plain[0][2]  # a token π_ref samples mid-row: declared as a second stop id below
+    assert eos not in plain[0][:3] and turn_end not in plain[0][:2]
+    ref.generation_config.eos_token_id = [eos, turn_end]
+    default = guided_generate(ref, tokenizer, PROMPTS, None, **kwargs).token_lists()
+    assert default == [truncate_at(row, {eos, turn_end}) for row in plain]
+    assert default[0] == plain[0][:3]  # stopped at the id only the generation config declares
+    tokenizer_only = guided_generate(ref, tokenizer, PROMPTS, None, eos_token_id=eos, **kwargs).token_lists()
+    assert tokenizer_only == [truncate_at(row, {eos}) for row in plain]  # an explicit id still wins
+    assert guided_generate(ref, tokenizer, PROMPTS, None, eos_token_id=[], **kwargs).token_lists() == plain
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -42,20 +42,21 @@ class FakeLLM:
         outputs = []
         for prompt, p in zip(prompts, params, strict=True):
             assert p.n == 1 and not p.detokenize and p.max_tokens >= 1
-            generator, ids, tokens, reason = (
+            generator, ids, tokens, reason, stopped_on = (
                 torch.Generator().manual_seed(p.seed),
                 list(prompt["prompt_token_ids"]),
                 [],
                 "length",
+                None,
             )
             while len(tokens) < p.max_tokens:
                 logits = self.model(torch.tensor([ids + tokens])).logits[0, -1] / p.temperature
                 token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
                 if token in (p.stop_token_ids or []):
-                    reason = "stop"
+                    reason, stopped_on = "stop", token  # vLLM's stop_reason: the stop token id
                     break
                 tokens.append(token)
-            completion = types.SimpleNamespace(token_ids=tokens, finish_reason=reason)
+            completion = types.SimpleNamespace(token_ids=tokens, finish_reason=reason, stop_reason=stopped_on)
             outputs.append(types.SimpleNamespace(outputs=[completion]))
         return outputs
 
@@ -73,6 +74,43 @@ def test_completion_tokens_end_with_eos_when_stopped_on_it():
     assert completion_tokens(stop, 9) == [4, 5, 9]
     assert completion_tokens(types.SimpleNamespace(token_ids=[4, 9], finish_reason="stop"), 9) == [4, 9]
     assert completion_tokens(types.SimpleNamespace(token_ids=[4, 5], finish_reason="length"), 9) == [4, 5]
+
+
+def test_completion_tokens_end_with_whichever_stop_id_ended_them():
+    def output(tokens, reason, stop_reason=None):
+        return types.SimpleNamespace(token_ids=tokens, finish_reason=reason, stop_reason=stop_reason)
+
+    assert completion_tokens(output([4, 5], "stop", stop_reason=3), [9, 3]) == [4, 5, 3]
+    assert completion_tokens(output([4, 5], "stop"), [9, 3]) == [4, 5, 9]  # vLLM's own EOS: the tokenizer's
+    assert completion_tokens(output([4, 3], "stop", stop_reason=3), [9, 3]) == [4, 3]  # already there
+    assert completion_tokens(output([4, 5], "length"), [9, 3]) == [4, 5]
+    assert completion_tokens(output([4, 5], "stop"), []) == [4, 5]
+
+
+def test_rows_that_ended_on_any_stop_id_are_not_sent(fake_vllm, model_dirs):
+    sampler = VllmSampler(str(model_dirs[0]), seed=0, gpu_memory_utilization=0.5)
+    out = sampler.continue_rows(
+        [[1, 2], [1, 2], [3]], [[7, 5], [7, 0], [7]], seeds=[1, 2, 3], max_new_tokens=4, temperature=1.0,
+        top_p=1.0, eos_token_id=[0, 5],
+    )  # fmt: skip
+    (prompts, params, _) = fake_vllm.calls[0]
+    assert [p["prompt_token_ids"] for p in prompts] == [[3, 7]]  # ended by the second id, then by the first
+    assert params[0].stop_token_ids == [0, 5]
+    assert out[:2] == [[7, 5], [7, 0]] and out[2][:1] == [7]
+    assert all(t not in (0, 5) for t in out[2][:-1]) and (len(out[2]) == 4 or out[2][-1] in (0, 5))
+
+
+def test_sample_stops_at_a_second_stop_id_and_pads_with_the_first(fake_vllm, small_task, model_dirs):
+    sampler = VllmSampler(str(model_dirs[0]), seed=0, gpu_memory_utilization=0.5)
+    eos = small_task.tokenizer().eos_token_id
+    common = dict(num_samples=2, seeds=[1, 2, 3, 4], max_new_tokens=6, temperature=1.0, top_p=1.0)
+    plain = sampler.sample([[1, 2], [3]], eos_token_id=[], **common).token_lists()
+    turn_end = plain[0][1]  # a token π_ref samples mid-row: the second stop id below
+    assert eos not in plain[0][:2] and plain[0][0] != turn_end
+    out = sampler.sample([[1, 2], [3]], eos_token_id=[eos, turn_end], **common)
+    assert fake_vllm.calls[-1][1][0].stop_token_ids == [eos, turn_end]
+    assert out.token_lists()[0] == plain[0][:2]  # the fake leaves the stop id out; its stop_reason puts it back
+    assert out.sequences.shape[1] > 2 and (out.sequences[0, 2:] == eos).all()  # padded with the first stop id
 
 
 def test_rows_that_already_ended_are_not_sent(fake_vllm, model_dirs):
