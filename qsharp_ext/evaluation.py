@@ -32,7 +32,7 @@ from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
 from qsharp_ext.value_model import ValueModel
 
-COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "bon_value", "kl", "tok_s"]
+COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "bon_value", "kl", "tok_s"]
 
 
 @dataclasses.dataclass
@@ -118,6 +118,16 @@ def score_samples(task, problems, prompt_ids, out: GenerationOutput, tokenizer) 
         answers.append(task.answer_of(text))
         sequences.append(prompt_ids[out.prompt_index[row]] + completion)
     return {"reward": rewards, "answer": answers, "sequence": sequences}
+
+
+def paired_gain(per_prompt: torch.Tensor, ref_per_prompt: torch.Tensor) -> tuple[float, float]:
+    """pass@1 minus π_ref's on the same prompts, and its standard error from the per-prompt differences.
+
+    Both methods see the same prompts, so the prompt-to-prompt spread of difficulty cancels: this SE is the
+    one to compare a gain against (much smaller than combining the two pass@1 SEs as if independent).
+    """
+    diff = per_prompt - ref_per_prompt
+    return diff.mean().item(), standard_error(diff)
 
 
 def summarize(method: str, eta: float | None, samples: dict[str, list], n_samples: int, verifier, equal, v_max) -> dict:
@@ -220,12 +230,16 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         finished = ((unit, sampler(unit)) for unit in units)
     results = dict(tqdm(finished, total=len(units), desc="evaluate", unit="batch", disable=not progress))
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
-    rows = []
+    rows, per_prompt = [], {}
     for m, (method, eta) in enumerate(methods):
         parts = [results[(m, first)] for first in firsts]  # prompt order, whatever order they finished in
         samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
         samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
         rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
+        per_prompt[m] = torch.tensor(samples["reward"], dtype=torch.float64).view(-1, cfg.num_samples).mean(1)
+    if cfg.reference_rows:  # π_ref is methods[0]
+        for m, row in enumerate(rows):
+            row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)
     write_report(cfg, rows, task.name)
     return rows
 

@@ -46,6 +46,8 @@ def test_smoke_recipe_qsharp_beats_pi_ref_and_spends_more_kl_as_eta_falls(finish
     qsharp = [r for r in rows if r["method"] == "qsharp"]  # in the order of falling η
     best = max(qsharp, key=lambda r: r["pass@1"])
     assert best["pass@1"] - ref["pass@1"] > 2 * math.hypot(best["pass@1_se"], ref["pass@1_se"])
+    assert best["gain"] == pytest.approx(best["pass@1"] - ref["pass@1"]) and 0 < best["gain_se"] < best["gain"] / 2
+    assert ref["gain"] is None
     kls = [r["kl"] for r in qsharp]
     assert all(later >= earlier - 1e-3 for earlier, later in itertools.pairwise(kls)) and kls[-1] > kls[0]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from qsharp_ext.evaluation import final_values, majority_reward, standard_error, summarize
+from qsharp_ext.evaluation import final_values, majority_reward, paired_gain, standard_error, summarize
 from qsharp_ext.value_model import ValueModel
 from tests.engine.conftest import make_causal_lm, make_tokenizer
 
@@ -40,6 +40,19 @@ def test_summarize_rows():
     assert row["pass@n"] == pytest.approx(2 / 3)
     assert row["maj@n"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)  # tie in prompt 1: the first group wins
     assert row["kl"] == 0.5 and row["bon_value"] is None and row["n_prompts"] == 3 and row["n_samples"] == 2
+
+
+def test_paired_gain_against_a_float64_reference():
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
+    difficulty = torch.rand(300, generator=gen, dtype=torch.float64)  # prompts of every difficulty
+    ref = (difficulty + 0.05 * torch.randn(300, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    guided = (ref + 0.03 + 0.02 * torch.randn(300, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    gain, se = paired_gain(guided, ref)
+    diff = [g - r for g, r in zip(guided.tolist(), ref.tolist(), strict=True)]
+    mean = sum(diff) / len(diff)
+    want_se = math.sqrt(sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff))
+    assert gain == pytest.approx(mean, abs=1e-12) and se == pytest.approx(want_se, rel=1e-9)
+    assert se < 0.25 * math.hypot(standard_error(guided), standard_error(ref))  # difficulty cancels in pairs
 
 
 @pytest.mark.parametrize("parameterization", ["v", "q"])

@@ -1,0 +1,65 @@
+"""`python/value_model_study.py` on a tiny 2-round pipeline run: the depth sweep and the ablations."""
+
+import json
+
+import pytest
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.pipeline import PipelineConfig, run_pipeline
+
+value_model_study = pytest.importorskip("value_model_study")  # python/ is on the path (conftest.py)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "run"
+    cfg = PipelineConfig(
+        out=out, task="first_token", task_options=("n_train=24", "n_eval=8"), samples_per_prompt=4,
+        max_new_tokens=3, top_k=49, num_layers=1, train_steps=40, batch_size=16, lr=1e-3, train_eval_every=20,
+        etas=(0.3,), eval_samples=2, evaluate_every_round=False, device="cpu",
+    )  # fmt: skip
+    run_pipeline(cfg)
+    return out
+
+
+def test_a_run_folder_gives_back_its_config(tiny_run):
+    cfg = value_model_study.load_run(tiny_run)
+    assert cfg.task_options == ("n_train=24", "n_eval=8") and cfg.etas == (0.3,) and cfg.out == tiny_run
+    with pytest.raises(UserError, match="not a pipeline run folder"):
+        value_model_study.load_run(tiny_run / "round-1")
+
+
+def test_sweep_trains_each_depth_and_reuses_the_runs_own(tiny_run, monkeypatch):
+    trained_here = []
+    real = value_model_study.run_train
+    monkeypatch.setattr(value_model_study, "run_train", lambda cfg: trained_here.append(cfg.num_layers) or real(cfg))
+    rows = value_model_study.run_sweep(value_model_study.Sweep(run=tiny_run, layers=(1, 2)))
+    assert [r["layers"] for r in rows] == [1, 2]
+    assert not (tiny_run / "sweep" / "L1").exists()  # L = 1 is the run's round-1 Q♯, read back
+    assert (tiny_run / "sweep" / "L2" / "model").is_dir()
+    assert rows[1]["value_params"] > rows[0]["value_params"] and rows[0]["ref_params"] > rows[1]["value_params"]
+    for r in rows:
+        assert 0 <= r["roc_auc"] <= 1 and r["train_seconds"] > 0
+    assert json.loads((tiny_run / "sweep" / "sweep.json").read_text()) == rows
+    assert (tiny_run / "sweep" / "sweep.png").stat().st_size > 1000
+
+
+def test_ablations_change_one_thing_each_and_share_the_noise(tiny_run):
+    opts = value_model_study.Ablations(run=tiny_run, eta=0.3, rounds=1)
+    rows = value_model_study.run_ablations(opts)
+    names = [r["variant"] for r in rows]
+    assert names[:2] == ["Q♯ as run, 1 DAgger round", "2 DAgger rounds"] and len(names) == 5
+    assert rows[0]["delta"] == 0 and all(0 <= r["pass@1"] <= 1 and r["kl"] >= 0 for r in rows)
+    configs = {}
+    for folder in (tiny_run / "ablations").glob("*-r1"):
+        summary = json.loads((folder / "round-1" / "summary.json").read_text())["config"]
+        configs[folder.name] = {
+            k: v for k, v in summary.items() if k in ("parameterization", "fit", "prefix_extension")
+        }
+    assert sorted(configs.values(), key=str) == sorted([
+        {"parameterization": "q", "fit": "likelihood", "prefix_extension": True},
+        {"parameterization": "v", "fit": "mse", "prefix_extension": True},
+        {"parameterization": "v", "fit": "likelihood", "prefix_extension": False},
+    ], key=str)  # fmt: skip
+    assert "| MSE regression of the mean |" in (tiny_run / "ablations" / "ablations.md").read_text()
+    assert value_model_study.run_ablations(opts) == rows  # finished work is read back
