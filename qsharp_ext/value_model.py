@@ -136,7 +136,10 @@ class ValueModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, **backbone_kwargs) -> tuple[torch.Tensor, object]:
         """Head outputs at every position and the backbone's KV cache (when `use_cache=True`)."""
         result = self.backbone(input_ids=input_ids, **backbone_kwargs)
-        return self.head_outputs(result.last_hidden_state), getattr(result, "past_key_values", None)
+        # the field is `cache` in newer transformers (reading `past_key_values` there warns), before that not
+        name = "cache" if "cache" in {f.name for f in dataclasses.fields(result)} else "past_key_values"
+        cache = getattr(result, name, None)
+        return self.head_outputs(result.last_hidden_state), cache
 
     def log_offset(self, head_out: torch.Tensor, eta: float | torch.Tensor) -> torch.Tensor:
         """ln E[exp(z/η)] from head outputs (reference numerics; the decoding step fuses this)."""
