@@ -9,10 +9,10 @@ import pytest
 from qsharp_ext.cli import main
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real console entry point in a subprocess, as a user runs it."""
     code = "import sys; from qsharp_ext.cli import main; sys.exit(main())"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_lists_the_commands():

@@ -14,7 +14,8 @@ SMALL: list[str] = []  # the smoke recipe as it ships
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke"
-    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL)
+    # about 75 s on 2 idle cores; the limit is only against hangs (a busy shared machine took over 300 s)
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
