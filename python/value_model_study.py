@@ -37,6 +37,7 @@ from qsharp_ext.evaluation import EvaluateConfig, run_evaluate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
 from qsharp_ext.plots import save_figure
+from qsharp_ext.tasks import Task
 from qsharp_ext.training import TrainConfig, run_train
 
 
@@ -76,6 +77,13 @@ def load_run(run: Path) -> PipelineConfig:
     return PipelineConfig(**{**values, "out": run})
 
 
+def open_run(run: Path) -> tuple[PipelineConfig, Task, str]:
+    """A run's config, its task and π_ref's folder, built once for every stage of a study."""
+    cfg = load_run(run)
+    task = build_task(cfg)
+    return cfg, task, prepare_reference(cfg, task)
+
+
 def count_parameters(folder: Path) -> int:
     """Parameters stored in a model folder's safetensors files (tied weights are stored once)."""
     total = 0
@@ -92,8 +100,7 @@ def trained(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
-    cfg = load_run(opts.run)
-    ref = prepare_reference(cfg, build_task(cfg))
+    cfg, _, ref = open_run(opts.run)
     ref_params = count_parameters(Path(ref))
     rows = []
     for layers in opts.layers:
@@ -128,9 +135,10 @@ def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
 def variants(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """Each ablation as the changes it makes to the run's training config."""
     other_head = "q" if cfg.parameterization == "v" else "v"
+    other_fit = ("MSE regression of the mean", "mse") if cfg.fit == "likelihood" else ("likelihood fit", "likelihood")
     return {
         f"{other_head.upper()}-type head": {"parameterization": other_head},
-        "MSE regression of the mean": {"fit": "mse" if cfg.fit == "likelihood" else "likelihood"},
+        other_fit[0]: {"fit": other_fit[1]},
         "switch position only (no prefix extension)": {"prefix_extension": not cfg.prefix_extension},
     }
 
@@ -150,23 +158,24 @@ def rounds_name(rounds: int) -> str:
     return f"{rounds} DAgger round{'s' * (rounds > 1)}"
 
 
-def evaluate_model(cfg: PipelineConfig, ref: str, model: Path, out: Path, opts: Ablations) -> dict[str, Any]:
+def evaluate_model(
+    cfg: PipelineConfig, task: Task, ref: str, model: Path, out: Path, eta: float, n_prompts: int | None
+) -> dict[str, Any]:
+    """The one Q♯ row of `model` at `eta` on the first `n_prompts` evaluation prompts (read back when done)."""
     results = out / "results.json"
     if not results.is_file():
         evaluate = EvaluateConfig(
-            out=out, ref_model=ref, qsharp_model=str(model), etas=(opts.eta,), num_samples=cfg.eval_samples,
-            max_prompts=opts.max_prompts or cfg.max_eval_prompts, reference_rows=False,
-            **decode_fields(cfg),
+            out=out, ref_model=ref, qsharp_model=str(model), etas=(eta,), num_samples=cfg.eval_samples,
+            max_prompts=n_prompts, reference_rows=False, **decode_fields(cfg),
         )  # fmt: skip
-        run_evaluate(evaluate, task=build_task(cfg))
+        run_evaluate(evaluate, task=task)
     return json.loads(results.read_text())[0]
 
 
 def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
-    cfg = load_run(opts.run)
+    cfg, task, ref = open_run(opts.run)
     if cfg.rounds < 2 or opts.rounds not in (1, 2):
         raise UserError("the ablations compare 1 and 2 rounds: they need a 2-round run and --rounds 1 or 2")
-    ref = prepare_reference(cfg, build_task(cfg))
     folder, other = opts.run / "ablations", 3 - opts.rounds
     models = {
         f"Q♯ as run, {rounds_name(opts.rounds)}": opts.run / f"round-{opts.rounds}" / "qsharp" / "model",
@@ -181,7 +190,7 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
         if not (model / "qsharp_value.json").is_file():
             raise UserError(f"{model} is missing: finish the pipeline run first")
         print(f"ablation: evaluate {name}")
-        row = evaluate_model(cfg, ref, model, evals / slug(name), opts)
+        row = evaluate_model(cfg, task, ref, model, evals / slug(name), opts.eta, n_prompts)
         rows.append({"variant": name, **{k: row[k] for k in ("eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "kl")}})
     base = rows[0]["pass@1"]
     for row in rows:

@@ -130,9 +130,14 @@ def paired_gain(per_prompt: torch.Tensor, ref_per_prompt: torch.Tensor) -> tuple
     return diff.mean().item(), standard_error(diff)
 
 
+def prompt_rewards(samples: dict[str, list], n_samples: int) -> torch.Tensor:
+    """The rewards of one (method, η) as (prompts, samples): rows come grouped prompt by prompt."""
+    return torch.tensor(samples["reward"], dtype=torch.float64).view(-1, n_samples)
+
+
 def summarize(method: str, eta: float | None, samples: dict[str, list], n_samples: int, verifier, equal, v_max) -> dict:
     """One results row from all samples of one (method, η), rows grouped prompt by prompt."""
-    rewards = torch.tensor(samples["reward"], dtype=torch.float64).view(-1, n_samples)  # (P, n)
+    rewards = prompt_rewards(samples, n_samples)  # (P, n)
     answers = [samples["answer"][i : i + n_samples] for i in range(0, len(samples["answer"]), n_samples)]
     per_prompt = rewards.mean(1)
     row = {
@@ -236,7 +241,7 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
         samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
         rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
-        per_prompt[m] = torch.tensor(samples["reward"], dtype=torch.float64).view(-1, cfg.num_samples).mean(1)
+        per_prompt[m] = prompt_rewards(samples, cfg.num_samples).mean(1)
     if cfg.reference_rows:  # π_ref is methods[0]
         for m, row in enumerate(rows):
             row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)

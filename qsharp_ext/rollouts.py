@@ -185,8 +185,7 @@ def _generate(
     out = guided_generate(
         ref, tokenizer, prompt_ids, value_model,
         etas=(eta,), num_samples=cfg.samples_per_prompt, max_new_tokens=max_new_tokens, top_k=cfg.top_k,
-        temperature=cfg.temperature, top_p=cfg.top_p, eos_token_id=stop_token_ids(ref, tokenizer),
-        row_seeds=seeds, rollin_steps=switches,
+        temperature=cfg.temperature, top_p=cfg.top_p, row_seeds=seeds, rollin_steps=switches,
     )  # fmt: skip
     return out.token_lists()
 

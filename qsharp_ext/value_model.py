@@ -164,9 +164,7 @@ class ValueModel(nn.Module):
         the distributional loss): for 0/1 rewards the Bernoulli head then still yields E[exp(z/η)].
         """
         if fit == "mse":
-            D.check_rewards(reward, self.head_config.v_min, self.head_config.v_max)
-            expected = self.expected_reward(head_out)
-            return torch.nn.functional.mse_loss(expected, reward.to(expected.dtype))
+            return D.mean_loss(self.expected_reward(head_out), reward, self.head_config.v_min, self.head_config.v_max)
         if self.kind == "bernoulli":
             return D.bernoulli_loss(head_out, reward)
         if self.kind == "histogram":
