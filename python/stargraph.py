@@ -221,6 +221,13 @@ def finetuned(cfg: StarGraphConfig, ref: Path, train: Callable[[PreTrainedModel]
     return result | {"curve": [{k: round(v, 4) for k, v in r.items()} for r in records[::every]]}
 
 
+# The value model's held-out fit as reported; "within graphs" compares samples of one graph at one step.
+VALUE_FIT = {
+    "train_loss": "train loss", "eval_loss": "held-out loss", "roc_auc": "ROC-AUC",
+    "within_prompt_auc": "ROC-AUC within graphs",
+}  # fmt: skip
+
+
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
     vocab = len(task.tokenizer())
@@ -239,7 +246,7 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
         round_rows = json.loads((cfg.out / "pipeline" / f"round-{k}" / "eval" / "results.json").read_text())
         rounds[f"round_{k}"] = {r["method"]: {"accuracy": r["pass@1"], "kl": r["kl"]} for r in round_rows}
         summary = json.loads((cfg.out / "pipeline" / f"round-{k}" / "qsharp" / "summary.json").read_text())
-        fit = {key: summary["metrics"].get(key) for key in ("train_loss", "eval_loss", "roc_auc")}
+        fit = {key: summary["metrics"].get(key) for key in VALUE_FIT}
         rounds[f"round_{k}"]["qsharp_value_model"] = fit  # held-out: graphs the value model never saw
     return {
         "cd": pick["cd"]["pass@1"], "cd_se": pick["cd"]["pass@1_se"], "kl_cd": pick["cd"]["kl"],
@@ -274,9 +281,9 @@ LABELS = {"pi_ref": "π_ref", "reinforce": "REINFORCE", "dpo": "DPO", "rpo": "RP
 
 
 def value_fit(fit: dict) -> str:
-    """Train loss, held-out loss and ROC-AUC, any of them possibly undefined (tiny data, one outcome)."""
-    names = {"train_loss": "train loss", "eval_loss": "held-out loss", "roc_auc": "ROC-AUC"}
-    return ", ".join(f"{name} {'n/a' if fit[k] is None else format(fit[k], '.3f')}" for k, name in names.items())
+    """Train loss, held-out loss and ROC-AUCs, any of them possibly undefined (tiny data, one outcome)."""
+    shown = (f"{name} {'n/a' if fit.get(k) is None else format(fit[k], '.3f')}" for k, name in VALUE_FIT.items())
+    return ", ".join(shown)
 
 
 def markdown(result: dict) -> str:

@@ -5,7 +5,7 @@
 
 sweep: one Q♯ value model per depth L (π_ref's first L layers), trained on round 1's data exactly as the
 run trains its own (same steps, batch, lr, head); parameter counts of π_ref and of each value model and the
-held-out ROC-AUC → RUN/sweep/{sweep.json, sweep.md, sweep.png}.
+held-out ROC-AUC, pooled and within prompts → RUN/sweep/{sweep.json, sweep.md, sweep.png}.
 
 ablations: the run's Q♯ (its head and loss, prefix extension) after `--rounds` DAgger rounds against one
 change at a time: a Q-type (resp. V-type) head, MSE regression of the mean instead of the likelihood, and
@@ -38,7 +38,7 @@ from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Task
-from qsharp_ext.training import TrainConfig, run_train
+from qsharp_ext.training import TrainConfig, run_train, score_held_out
 
 
 @dataclasses.dataclass
@@ -94,8 +94,13 @@ def count_parameters(folder: Path) -> int:
 
 
 def trained(cfg: TrainConfig) -> dict[str, Any]:
-    """run_train (a finished run is read back), with the training time its summary.json records."""
+    """run_train (a finished run is read back), with the training time its summary.json records.
+
+    A run finished before the within-prompt ROC-AUC existed has its saved model scored again for it.
+    """
     metrics = run_train(cfg)
+    if "within_prompt_auc" not in metrics:
+        metrics |= score_held_out(cfg)
     return {**metrics, "seconds": json.loads((Path(cfg.out) / "summary.json").read_text())["seconds"]}
 
 
@@ -111,19 +116,21 @@ def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
         metrics = trained(train)
         rows.append({
             "layers": layers, "value_params": count_parameters(train.out / "model"), "ref_params": ref_params,
-            "roc_auc": metrics["roc_auc"], "eval_loss": metrics["eval_loss"], "ece": metrics["ece"],
+            "roc_auc": metrics["roc_auc"], "within_prompt_auc": metrics["within_prompt_auc"],
+            "eval_loss": metrics["eval_loss"], "ece": metrics["ece"],
             "train_seconds": metrics["seconds"],
         })  # fmt: skip
     folder = opts.run / "sweep"
     write_json(folder / "sweep.json", rows)
     header = f"# Value-model depth: round 1's data, {cfg.train_steps} steps each (π_ref {ref_params:,} parameters)\n\n"
-    columns = ["layers", "value_params", "roc_auc", "eval_loss", "ece", "train_seconds"]
+    columns = ["layers", "value_params", "roc_auc", "within_prompt_auc", "eval_loss", "ece", "train_seconds"]
     atomic_write_text(folder / "sweep.md", header + markdown_table(rows, columns))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.plot([r["value_params"] / 1e6 for r in rows], [r["roc_auc"] for r in rows], "o-")
-    for r in rows:
-        point = (r["value_params"] / 1e6, r["roc_auc"])
-        ax.annotate(f"L={r['layers']}", point, textcoords="offset points", xytext=(4, 4))
+    sizes = [r["value_params"] / 1e6 for r in rows]
+    ax.plot(sizes, [r["roc_auc"] for r in rows], "o-", label="pooled")
+    ax.plot(sizes, [r["within_prompt_auc"] for r in rows], "s-", label="within prompts")
+    for r, size in zip(rows, sizes, strict=True):
+        ax.annotate(f"L={r['layers']}", (size, r["roc_auc"]), textcoords="offset points", xytext=(4, 4))
     ax.axhline(0.5, color="grey", ls=":", label="chance")
     ax.set(xlabel="value-model parameters (M)", ylabel="held-out ROC-AUC", title="Value-model depth")
     ax.grid(alpha=0.3)

@@ -43,7 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from qsharp_ext import metrics as M
 from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text, write_json
-from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_dtype
+from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_device, resolve_dtype
 from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
@@ -188,10 +188,29 @@ def target_positions(prompt_len: int, completion_len: int, switch: int, q_type: 
     return range(first, last + 1)
 
 
-def count_targets(rollout: Rollout, cfg: TrainConfig) -> int:
-    q_type = cfg.parameterization == "q"
+def rollout_targets(rollout: Rollout, q_type: bool, prefix_extension: bool) -> range:
+    """The target positions of one trajectory in its prompt + completion sequence."""
     args = (len(rollout.prompt_ids), len(rollout.completion_ids), rollout.switch)
-    return len(target_positions(*args, q_type, cfg.prefix_extension))
+    return target_positions(*args, q_type, prefix_extension)
+
+
+def count_targets(rollout: Rollout, cfg: TrainConfig) -> int:
+    return len(rollout_targets(rollout, cfg.parameterization == "q", cfg.prefix_extension))
+
+
+def target_prefixes(rollouts: list[Rollout], q_type: bool, prefix_extension: bool) -> tuple[list, list]:
+    """Two keys per target, in `collate`'s order: (prompt, completion step) and (prompt, the prefix itself).
+
+    The within-prompt ROC-AUC compares targets that share the first key, leaving out pairs that share the
+    second (identical prefixes, which no value model can tell apart).
+    """
+    steps, prefixes = [], []
+    for r in rollouts:
+        for position in rollout_targets(r, q_type, prefix_extension):
+            step = position + (2 if q_type else 1) - len(r.prompt_ids)  # completion tokens in the scored prefix
+            steps.append((r.prompt_id, step))
+            prefixes.append((r.prompt_id, tuple(r.completion_ids[:step])))
+    return steps, prefixes
 
 
 @dataclasses.dataclass
@@ -219,7 +238,7 @@ def collate(rollouts: list[Rollout], q_type: bool, prefix_extension: bool, pad_i
     for i, (r, seq) in enumerate(zip(rollouts, seqs, strict=True)):
         input_ids[i, : len(seq)] = torch.tensor(seq)
         attention_mask[i, : len(seq)] = 1
-        positions = target_positions(len(r.prompt_ids), len(r.completion_ids), r.switch, q_type, prefix_extension)
+        positions = rollout_targets(r, q_type, prefix_extension)
         rows += [i] * len(positions)
         cols += positions
         rewards += [r.reward] * len(positions)
@@ -351,12 +370,17 @@ def train_step(
     return {"train_loss": train_loss, "lr": lr}
 
 
+HELD_OUT_METRICS = ("eval_loss", "roc_auc", "within_prompt_auc", "ece", "accuracy")
+
+
 @torch.no_grad()
 def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """Held-out loss, and ROC-AUC / ECE / accuracy of E[z] against the outcome reward > (v_min + v_max) / 2.
 
-    Over every target position of the held-out trajectories (the same targets as training). Metrics that
-    are undefined (no held-out data, one outcome class only) are None.
+    Over every target position of the held-out trajectories (the same targets as training). `roc_auc` pools
+    all of them; `within_prompt_auc` only compares targets of one prompt at one completion step (different
+    prefixes), the ranking guidance relies on. Metrics that are undefined (no held-out data, one outcome
+    class only) are None.
     """
     model.eval()
     expected, rewards, loss_sum = [], [], 0.0
@@ -368,13 +392,15 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
         expected.append(model.expected_reward(out.float()).cpu())
         rewards.append(batch.rewards.cpu())
     if not rewards:
-        return {"eval_loss": None, "roc_auc": None, "ece": None, "accuracy": None, "eval_positions": 0}
+        return {key: None for key in HELD_OUT_METRICS} | {"eval_positions": 0}
     expected_t, rewards_t = torch.cat(expected), torch.cat(rewards)  # (N,)
     outcome = rewards_t > (cfg.v_min + cfg.v_max) / 2
     prob = ((expected_t - cfg.v_min) / (cfg.v_max - cfg.v_min)).clamp(0.0, 1.0)
+    steps, prefixes = target_prefixes(rollouts, model.is_q_type, cfg.prefix_extension)
     return {
         "eval_loss": loss_sum / rewards_t.numel(),
         "roc_auc": M.roc_auc(expected_t, outcome),
+        "within_prompt_auc": M.within_group_roc_auc(expected_t, outcome, steps, same=prefixes),
         "ece": M.expected_calibration_error(prob, outcome),
         "accuracy": M.accuracy(prob, outcome),
         "eval_positions": rewards_t.numel(),
@@ -609,7 +635,7 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{record['lr']:.2e}")
     bar.close()
 
-    final = {k: records[-1].get(k) for k in ("step", "eval_loss", "roc_auc", "ece", "accuracy", "eval_positions")}
+    final = {k: records[-1].get(k) for k in ("step", *HELD_OUT_METRICS, "eval_positions")}
     final |= {"train_loss": mean_train_loss(records), "train_trajectories": len(train_set)}
     final |= {"eval_trajectories": len(eval_set), "model": str(cfg.out / "model")}
     if dp.is_main:
@@ -619,6 +645,20 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         write_json(cfg.out / "summary.json", {"config": config_dict(cfg), "metrics": final, "seconds": seconds})
     dp.wait()  # the run folder is complete when any process returns
     return final
+
+
+def score_held_out(cfg: TrainConfig) -> dict[str, Any]:
+    """The held-out metrics of a finished run's saved model, recomputed on its held-out prompts.
+
+    For runs whose summary predates a metric (such as `within_prompt_auc`): nothing is trained or written.
+    """
+    model_folder = Path(cfg.out) / "model"
+    if not model_folder.is_dir():
+        raise UserError(f"{cfg.out} holds no trained value model (no model/ folder)")
+    _, eval_set = prepare_data(cfg)
+    device = resolve_device(cfg.device)
+    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model)).to(device)
+    return evaluate(model, eval_set, cfg, device)
 
 
 def log_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
@@ -636,7 +676,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     held_out = (
-        f"held-out loss {fmt('eval_loss')}, ROC-AUC {fmt('roc_auc')}, ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
+        f"held-out loss {fmt('eval_loss')}, ROC-AUC {fmt('roc_auc')} (within prompts {fmt('within_prompt_auc')}), "
+        f"ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
         f"({metrics['eval_trajectories']} trajectories, {metrics['eval_positions']} positions)"
         if metrics.get("eval_trajectories")
         else "no held-out prompts"
@@ -651,21 +692,25 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 
 def training_curve(records: list[dict[str, Any]], path: Path) -> None:
-    """Train and held-out loss (left) and held-out ROC-AUC (right) against step, written atomically."""
+    """Train and held-out loss (left) and held-out ROC-AUC, pooled and within prompts (right), written atomically."""
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    held = [(r["step"], r["eval_loss"], r["roc_auc"]) for r in records if r.get("eval_loss") is not None]
+    held = [r for r in records if r.get("eval_loss") is not None]
     fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
     if train:
         ax_loss.plot(*zip(*train, strict=True), color="tab:blue", alpha=0.5, linewidth=1, label="train (per step)")
     if held:
-        ax_loss.plot([h[0] for h in held], [h[1] for h in held], "o-", color="tab:orange", label="held out")
-        auc = [(s, a) for s, _, a in held if a is not None]
-        if auc:
-            ax_auc.plot(*zip(*auc, strict=True), "o-", color="tab:green")
+        steps, losses = [r["step"] for r in held], [r["eval_loss"] for r in held]
+        ax_loss.plot(steps, losses, "o-", color="tab:orange", label="held out")
+    aucs = (("roc_auc", "pooled", "tab:green"), ("within_prompt_auc", "within prompts", "tab:purple"))
+    for key, label, color in aucs:
+        points = [(r["step"], r[key]) for r in held if r.get(key) is not None]
+        if points:
+            ax_auc.plot(*zip(*points, strict=True), "o-", color=color, label=label)
     ax_auc.axhline(0.5, color="gray", linestyle="--", linewidth=1)
     ax_loss.set(xlabel="step", ylabel="loss", title="Value-model loss")
     ax_auc.set(xlabel="step", ylabel="ROC-AUC", title="Held-out ROC-AUC", ylim=(0.0, 1.02))
     for ax in (ax_loss, ax_auc):
         ax.grid(alpha=0.3)
-    ax_loss.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     save_figure(fig, path, dpi=110)

@@ -14,6 +14,11 @@ uses the same ones; the remaining distinct problems are shuffled and split into 
 question is in both splits or among the shots. With `nonnegative` (the default) a subtraction puts the
 larger operand first.
 
+`n_train_wide` adds that many training problems with operands up to `train_high` (questions of the wider
+range that are not shots, eval or train problems already, shuffled by the seed). The shots, the eval
+problems and the first `n_train` train problems stay exactly those without it, so a value model can be
+given far more distinct problems to learn the arithmetic from and still be judged on the same eval set.
+
 Stop rule: decoding ends only at EOS or the token limit, and a model that learned the pattern goes on with
 `\\nQ: ...` after its answer. So the answer is the first number on the completion's first line (the text
 before the first newline) and nothing after it counts; a first line without a number has no answer. The
@@ -69,15 +74,21 @@ class ArithmeticTask(Task):
         n_shots: int = 4,
         nonnegative: bool = True,
         seed: int = 0,
+        n_train_wide: int = 0,
+        train_high: int | None = None,
     ) -> None:
         ops = tuple(ops)
         if not ops or any(op not in OPERATORS for op in ops) or len(set(ops)) != len(ops):
             raise UserError(f"ops must be distinct operators among {', '.join(OPERATORS)}, got {list(ops)}")
         if low > high or n_train < 0 or n_eval < 0 or n_shots < 0:
             raise UserError("arithmetic needs low <= high and n_train, n_eval, n_shots >= 0")
+        train_high = high if train_high is None else train_high
+        if train_high < high or n_train_wide < 0:
+            raise UserError(f"arithmetic needs train_high ({train_high}) >= high ({high}) and n_train_wide >= 0")
         self.low, self.high, self.ops, self.nonnegative = low, high, ops, nonnegative
         self.n_train, self.n_eval, self.n_shots, self.seed = n_train, n_eval, n_shots, seed
-        questions = self._all_questions()
+        self.n_train_wide, self.train_high = n_train_wide, train_high
+        questions = self._all_questions(high)
         if n_shots + n_train + n_eval > len(questions):
             raise UserError(
                 f"only {len(questions)} distinct problems exist for operands {low}..{high} and ops {list(ops)}; "
@@ -87,12 +98,26 @@ class ArithmeticTask(Task):
         rng.shuffle(questions)
         self.shots = self._pick_shots(questions)
         rest = [q for q in questions if q not in self.shots]
-        self._train = [self._problem(f"train-{i}", q) for i, q in enumerate(rest[:n_train])]
+        train = rest[:n_train] + self._wide_questions(taken=set(self.shots) | set(rest[: n_train + n_eval]))
+        self._train = [self._problem(f"train-{i}", q) for i, q in enumerate(train)]
         self._eval = [self._problem(f"eval-{i}", q) for i, q in enumerate(rest[n_train : n_train + n_eval])]
 
-    def _all_questions(self) -> list[Question]:
-        """Every distinct question in a fixed order (the seed shuffles it)."""
-        operands = range(self.low, self.high + 1)
+    def _wide_questions(self, taken: set[Question]) -> list[Question]:
+        """`n_train_wide` questions with operands up to `train_high`, none of them in `taken`."""
+        if not self.n_train_wide:
+            return []
+        pool = [q for q in self._all_questions(self.train_high) if q not in taken]
+        if self.n_train_wide > len(pool):
+            raise UserError(
+                f"only {len(pool)} more problems exist for operands {self.low}..{self.train_high}; "
+                f"ask for at most that many (n_train_wide={self.n_train_wide}) or raise train_high"
+            )
+        random.Random(self.seed + 1).shuffle(pool)
+        return pool[: self.n_train_wide]
+
+    def _all_questions(self, high: int) -> list[Question]:
+        """Every distinct question with operands in [low, high], in a fixed order (the seed shuffles it)."""
+        operands = range(self.low, high + 1)
         questions = []
         for op, x, y in itertools.product(self.ops, operands, operands):
             if op == "-" and self.nonnegative and x < y:
@@ -130,7 +155,10 @@ class ArithmeticTask(Task):
         return float(self.answer_of(completion) == problem.answer)
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings = {
             "low": self.low, "high": self.high, "ops": list(self.ops), "n_train": self.n_train,
             "n_eval": self.n_eval, "n_shots": self.n_shots, "nonnegative": self.nonnegative, "seed": self.seed,
         }  # fmt: skip
+        if self.n_train_wide:  # only then, so data collected before the option existed still matches
+            settings |= {"n_train_wide": self.n_train_wide, "train_high": self.train_high}
+        return settings

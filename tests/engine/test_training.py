@@ -142,6 +142,17 @@ def test_mse_fit_regresses_the_expected_reward(tokenizer, kind):
     assert abs(vm.loss(head_out, reward).item() - want.item()) > 1e-3  # the likelihood loss is another number
 
 
+def test_target_prefix_keys_follow_collate_order():
+    a = Rollout("p", 0, 1, None, 0, [1, 2, 3], [4, 5, 6, 7], 1, 1.0)
+    b = Rollout("q", 0, 1, None, 0, [1, 2], [8, 9], 0, 0.0)
+    steps, prefixes = training.target_prefixes([a, b], q_type=False, prefix_extension=True)
+    assert steps == [("p", 1), ("p", 2), ("p", 3), ("p", 4), ("q", 0), ("q", 1), ("q", 2)]
+    assert prefixes[:2] == [("p", (4,)), ("p", (4, 5))] and prefixes[4:] == [("q", ()), ("q", (8,)), ("q", (8, 9))]
+    assert len(steps) == collate([a, b], q_type=False, prefix_extension=True).rewards.numel()
+    steps, prefixes = training.target_prefixes([a], q_type=True, prefix_extension=True)  # position t scores token t + 1
+    assert steps == [("p", 2), ("p", 3), ("p", 4)] and prefixes[0] == ("p", (4, 5))
+
+
 def test_data_order_is_a_seeded_permutation_per_epoch():
     n, batch = 10, 4
     stream = [i for step in range(5) for i in training.batch_indices(step, batch, n, seed=3)]
@@ -166,7 +177,7 @@ def test_split_keeps_each_prompt_on_one_side():
 def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_folder, monkeypatch):
     cfg = config(tmp_path, ref_folder, data_folder, steps=150, eval_every=50, save_every=50)
     metrics = run_train(cfg, progress=False)
-    assert metrics["roc_auc"] > 0.9, metrics
+    assert metrics["roc_auc"] > 0.9 and metrics["within_prompt_auc"] > 0.9, metrics  # reward: the first token
     assert metrics["step"] == 150 and metrics["eval_trajectories"] == 60 and metrics["train_trajectories"] == 180
     run = cfg.out
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-100", "step-150"]  # last two kept
@@ -180,6 +191,8 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_fo
     tokenizer = make_tokenizer()
     ValueModel.from_pretrained(run / "model", tokenizer=tokenizer)  # a loadable value model
     assert "ROC-AUC" in summary_line(metrics)
+    rescored = training.score_held_out(cfg)  # the saved model, read back, scores the same held-out prompts
+    assert rescored == pytest.approx({k: metrics[k] for k in rescored}, abs=1e-6)
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished run was trained again")

@@ -30,6 +30,10 @@ def test_a_run_folder_gives_back_its_config(tiny_run):
 
 
 def test_sweep_trains_each_depth_and_reuses_the_runs_own(tiny_run, monkeypatch):
+    summary_path = tiny_run / "round-1" / "qsharp" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    within = summary["metrics"].pop("within_prompt_auc")  # as a run finished before the metric existed
+    summary_path.write_text(json.dumps(summary))
     trained_here = []
     real = value_model_study.run_train
     monkeypatch.setattr(value_model_study, "run_train", lambda cfg: trained_here.append(cfg.num_layers) or real(cfg))
@@ -39,7 +43,8 @@ def test_sweep_trains_each_depth_and_reuses_the_runs_own(tiny_run, monkeypatch):
     assert (tiny_run / "sweep" / "L2" / "model").is_dir()
     assert rows[1]["value_params"] > rows[0]["value_params"] and rows[0]["ref_params"] > rows[1]["value_params"]
     for r in rows:
-        assert 0 <= r["roc_auc"] <= 1 and r["train_seconds"] > 0
+        assert 0 <= r["roc_auc"] <= 1 and 0 <= r["within_prompt_auc"] <= 1 and r["train_seconds"] > 0
+    assert rows[0]["within_prompt_auc"] == pytest.approx(within, abs=1e-6)  # the saved model, scored again
     assert json.loads((tiny_run / "sweep" / "sweep.json").read_text()) == rows
     assert (tiny_run / "sweep" / "sweep.png").stat().st_size > 1000
 

@@ -38,6 +38,23 @@ def test_arithmetic_prompt_format_and_answers():
     assert task.few_shot_prefix() == "".join(line + "\n" for line in task.eval_problems()[0].prompt.split("\n")[:6])
 
 
+def test_arithmetic_wide_training_problems_leave_shots_eval_and_first_train_problems_alone():
+    base = ArithmeticTask(low=1, high=9, n_train=30, n_eval=40, n_shots=4, seed=3)
+    wide = ArithmeticTask(low=1, high=9, n_train=30, n_eval=40, n_shots=4, seed=3, n_train_wide=200, train_high=25)
+    assert wide.shots == base.shots and wide.eval_problems() == base.eval_problems()
+    assert wide.train_problems()[:30] == base.train_problems()
+    train, evals = questions(wide.train_problems()), questions(wide.eval_problems())
+    shots = {f"{x} {op} {y}\nA:" for x, op, y in wide.shots}
+    assert len(train) == 230 and not train & evals and not train & shots
+    operands = [int(t) for q in train for t in q.removesuffix("\nA:").split()[::2]]
+    assert max(operands) > 9 and max(operands) <= 25 and min(operands) >= 1
+    assert wide.settings()["n_train_wide"] == 200 and "n_train_wide" not in base.settings()
+    with pytest.raises(UserError, match="at most"):
+        ArithmeticTask(low=1, high=9, n_train=30, n_eval=40, n_train_wide=10_000, train_high=12)
+    with pytest.raises(UserError, match="train_high"):
+        ArithmeticTask(high=9, n_train_wide=5, train_high=8)
+
+
 @pytest.mark.parametrize(
     ("completion", "reward", "answer"),
     [
