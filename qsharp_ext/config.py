@@ -100,3 +100,8 @@ def parse_config(config_cls: type[C], argv: list[str], prog: str, description: s
     file_args = fields_to_flags(load_yaml_fields(path, config_cls)) if path else []
     description += "\n\nAll fields can also be set from a YAML file with --config FILE.yaml; flags override it."
     return tyro.cli(config_cls, args=file_args + rest, prog=prog, description=description)
+
+
+def base_fields(opts: Any, base: type) -> dict[str, Any]:
+    """The fields `opts` inherits from the dataclass `base`, as keyword arguments for another config."""
+    return {field.name: getattr(opts, field.name) for field in dataclasses.fields(base)}

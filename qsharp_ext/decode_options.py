@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from qsharp_ext.config import parse_key_values
+from qsharp_ext.config import base_fields, parse_key_values
 from qsharp_ext.tasks import Task, make_task
 
 
@@ -40,7 +40,7 @@ class DecodeOptions:
 
 def decode_fields(opts: DecodeOptions) -> dict[str, Any]:
     """The shared fields of `opts` as keyword arguments for another command's config."""
-    return {field.name: getattr(opts, field.name) for field in dataclasses.fields(DecodeOptions)}
+    return base_fields(opts, DecodeOptions)
 
 
 def build_task(opts: DecodeOptions) -> Task:

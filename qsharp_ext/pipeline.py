@@ -32,6 +32,7 @@ from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
 from qsharp_ext.io import record_run_settings
 from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
+from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
 from qsharp_ext.tasks import Task
 from qsharp_ext.training import TrainConfig, run_train
 
@@ -39,8 +40,11 @@ TINY = "tiny"
 
 
 @dataclasses.dataclass
-class PipelineConfig(DecodeOptions):
-    """Rounds of DAgger data collection, value-model training and evaluation (Q♯, CD, π_ref)."""
+class PipelineConfig(ScaleOptions, DecodeOptions):
+    """Rounds of DAgger data collection, value-model training and evaluation (Q♯, CD, π_ref).
+
+    The scale-out fields (Ray workers, vLLM sampling) apply to collect and evaluate; training runs here.
+    """
 
     out: Path = Path("runs/pipeline")
     """Run folder; re-running the same command continues an interrupted run there."""
@@ -90,7 +94,9 @@ def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
     """Record the config (and the task's options) on first use; refuse to continue a run folder started
     with other ones."""
     settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
-    record_run_settings(cfg.out / "pipeline.json", settings, ignore=("out", "device"))
+    if not cfg.vllm:  # how every run ran before the option existed: such folders stay resumable
+        del settings["vllm"]
+    record_run_settings(cfg.out / "pipeline.json", settings, ignore=("out", "device", *PLACEMENT_FIELDS))
 
 
 def prepare_reference(cfg: PipelineConfig, task) -> str:
@@ -144,7 +150,7 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     collect = CollectConfig(
         out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, round=k,
         samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_prompts=cfg.max_train_prompts,
-        **decode_fields(cfg),
+        **decode_fields(cfg), **scale_fields(cfg),
     )  # fmt: skip
     print(f"round {k}/{cfg.rounds}: collect")
     print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
@@ -162,7 +168,7 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     evaluate = EvaluateConfig(
         out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
         cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, etas=cfg.etas,
-        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg),
+        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg), **scale_fields(cfg),
     )  # fmt: skip
     rows = run_evaluate(evaluate, task=task)
     print(f"round {k}: {summary_line(rows)}")
@@ -177,6 +183,7 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
     if cfg.rounds < 1:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
     resolve_dtype(cfg.dtype, cfg.device)  # a bad dtype or device is refused before the run folder is made
+    check_scale_options(cfg)
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
     task = task or build_task(cfg)

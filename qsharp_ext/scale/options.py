@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from qsharp_ext.config import base_fields
 from qsharp_ext.errors import UserError
 
 
@@ -37,3 +38,12 @@ def check_scale_options(opts: ScaleOptions) -> None:
         raise UserError(f"num_workers must be at least 1 (or None for one per device), got {opts.num_workers}")
     if not 0 < opts.vllm_gpu_memory_utilization <= 1:
         raise UserError(f"vllm_gpu_memory_utilization must be in (0, 1], got {opts.vllm_gpu_memory_utilization}")
+
+
+# Fields that only say where the work runs: a run folder may be continued with other values of them.
+PLACEMENT_FIELDS = ("backend", "ray_address", "num_workers", "vllm_gpu_memory_utilization")
+
+
+def scale_fields(opts: ScaleOptions) -> dict:
+    """The scale-out fields of `opts` as keyword arguments for another command's config."""
+    return base_fields(opts, ScaleOptions)

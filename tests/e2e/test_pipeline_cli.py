@@ -68,6 +68,15 @@ def test_a_run_folder_refuses_other_settings(finished_run):
     assert result.returncode == 1 and "other settings" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_where_the_work_runs_may_change_between_attempts_but_vllm_sampling_may_not(finished_run):
+    out, _ = finished_run
+    placement = ["--num-workers", "3", "--ray-address", "auto", "--vllm-gpu-memory-utilization", "0.3"]
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, *placement)
+    assert result.returncode == 0, result.stderr[-3000:]  # the local backend ignores them; nothing is redone
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, "--vllm")
+    assert result.returncode == 1 and "other settings (vllm)" in result.stderr
+
+
 def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path):
     out, _ = finished_run
     result = run_cli(
