@@ -2,6 +2,7 @@
 
     python python/value_model_study.py sweep --run runs/smollm2-arithmetic --layers 2 6 15 30
     python python/value_model_study.py ablations --run runs/smollm2-arithmetic --eta 0.1
+    python python/value_model_study.py steps --models runs/smollm2-arithmetic/round-1/qsharp --out runs/steps
 
 sweep: one Q♯ value model per depth L (π_ref's first L layers), trained on round 1's data exactly as the
 run trains its own (same steps, batch, lr, head); parameter counts of π_ref and of each value model and the
@@ -14,6 +15,10 @@ run's own Q♯ after the other number of rounds (1 vs 2). Round 2's data was rol
 round-1 Q♯, so a 2-round variant reuses it rather than collecting with its own round-1 model (the paper's
 "reuse the data where the variant allows"). Every model is evaluated on the same prompts with the same
 noise at one η → RUN/ablations/{ablations.json, ablations.md}.
+
+steps: trained value models' held-out ROC-AUC within prompts at each completion step (the first answer
+token is where guidance has to act), with the number of prompts whose samples both succeed and fail (only
+those give pairs) → OUT/{steps.json, steps.md}.
 
 Every stage resumes: finished trainings and evaluations are read back, not redone.
 """
@@ -31,14 +36,16 @@ import matplotlib.pyplot as plt
 import tyro
 from safetensors import safe_open
 
+from qsharp_ext import metrics as M
 from qsharp_ext.decode_options import build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
+from qsharp_ext.loading import resolve_device
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Task
-from qsharp_ext.training import TrainConfig, run_train, score_held_out
+from qsharp_ext.training import TrainConfig, finished_run, predict_targets, run_train, score_held_out, target_prefixes
 
 
 @dataclasses.dataclass
@@ -64,6 +71,16 @@ class Ablations:
     rounds ablation)."""
     max_prompts: int | None = None
     """Evaluate on the first N evaluation prompts (default: the run's own evaluation prompts)."""
+
+
+@dataclasses.dataclass
+class Steps:
+    """Held-out ROC-AUC within prompts at each completion step, for finished value-model training runs."""
+
+    models: tuple[Path, ...]
+    """Training run folders (summary.json and model/), e.g. RUN/round-1/qsharp."""
+    out: Path
+    """Where steps.json and steps.md go."""
 
 
 def load_run(run: Path) -> PipelineConfig:
@@ -100,7 +117,7 @@ def trained(cfg: TrainConfig) -> dict[str, Any]:
     """
     metrics = run_train(cfg)
     if "within_prompt_auc" not in metrics:
-        metrics |= score_held_out(cfg)
+        metrics |= score_held_out(cfg.out)
     return {**metrics, "seconds": json.loads((Path(cfg.out) / "summary.json").read_text())["seconds"]}
 
 
@@ -210,17 +227,51 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
     return rows
 
 
+def auc_by_step(expected, outcome: list[bool], steps: list, prefixes: list) -> list[dict[str, Any]]:
+    """Within-prompt ROC-AUC over all targets, then at each completion step, with how many prompts give pairs."""
+    rows = []
+    for step in ["all", *sorted({k for _, k in steps})]:
+        at = [i for i, (_, k) in enumerate(steps) if step in ("all", k)]
+        outcomes_of: dict[str, set[bool]] = {}
+        for i in at:
+            outcomes_of.setdefault(steps[i][0], set()).add(outcome[i])
+        auc = M.within_group_roc_auc(
+            expected[at], [outcome[i] for i in at], [steps[i] for i in at], [prefixes[i] for i in at]
+        )
+        rows.append({
+            "step": step, "within_prompt_auc": auc, "positions": len(at), "prompts": len(outcomes_of),
+            "mixed_prompts": sum(len(seen) == 2 for seen in outcomes_of.values()),
+        })  # fmt: skip
+    return rows
+
+
+def run_steps(opts: Steps) -> list[dict[str, Any]]:
+    rows = []
+    for folder in opts.models:
+        cfg, model, held_out = finished_run(folder)
+        expected, rewards, _ = predict_targets(model, held_out, cfg, resolve_device(cfg.device))
+        outcome = (rewards > (cfg.v_min + cfg.v_max) / 2).tolist()
+        steps, prefixes = target_prefixes(held_out, model.is_q_type, cfg.prefix_extension)
+        rows += [{"model": str(folder), **row} for row in auc_by_step(expected, outcome, steps, prefixes)]
+    write_json(opts.out / "steps.json", rows)
+    header = "# Held-out ROC-AUC within prompts by completion step (step: completion tokens in the prefix)\n\n"
+    columns = ["model", "step", "within_prompt_auc", "mixed_prompts", "prompts", "positions"]
+    atomic_write_text(opts.out / "steps.md", header + markdown_table(rows, columns))
+    return rows
+
+
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
 def main(argv: list[str] | None = None) -> None:
     opts = tyro.extras.subcommand_cli_from_dict(
-        {"sweep": Sweep, "ablations": Ablations}, args=sys.argv[1:] if argv is None else argv,
+        {"sweep": Sweep, "ablations": Ablations, "steps": Steps}, args=sys.argv[1:] if argv is None else argv,
         description=__doc__.split("\n\n")[0],
     )  # fmt: skip
     try:
-        rows = run_sweep(opts) if isinstance(opts, Sweep) else run_ablations(opts)
+        run = {Sweep: run_sweep, Ablations: run_ablations, Steps: run_steps}[type(opts)]
+        rows = run(opts)
     except UserError as err:
         sys.exit(f"error: {err}")
     print(json.dumps(rows, indent=2))

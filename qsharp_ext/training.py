@@ -374,14 +374,10 @@ HELD_OUT_METRICS = ("eval_loss", "roc_auc", "within_prompt_auc", "ece", "accurac
 
 
 @torch.no_grad()
-def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """Held-out loss, and ROC-AUC / ECE / accuracy of E[z] against the outcome reward > (v_min + v_max) / 2.
-
-    Over every target position of the held-out trajectories (the same targets as training). `roc_auc` pools
-    all of them; `within_prompt_auc` only compares targets of one prompt at one completion step (different
-    prefixes), the ranking guidance relies on. Metrics that are undefined (no held-out data, one outcome
-    class only) are None.
-    """
+def predict_targets(
+    model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(E[z] at every target, in `collate`'s order: (N,); the targets' rewards: (N,); the mean loss)."""
     model.eval()
     expected, rewards, loss_sum = [], [], 0.0
     for start in range(0, len(rollouts), cfg.batch_size):
@@ -391,14 +387,27 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
             loss_sum += model.loss(out, batch.rewards, cfg.fit).item() * batch.rewards.numel()
         expected.append(model.expected_reward(out.float()).cpu())
         rewards.append(batch.rewards.cpu())
-    if not rewards:
+    rewards_t = torch.cat(rewards)
+    return torch.cat(expected), rewards_t, loss_sum / rewards_t.numel()
+
+
+@torch.no_grad()
+def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Held-out loss, and ROC-AUC / ECE / accuracy of E[z] against the outcome reward > (v_min + v_max) / 2.
+
+    Over every target position of the held-out trajectories (the same targets as training). `roc_auc` pools
+    all of them; `within_prompt_auc` only compares targets of one prompt at one completion step (different
+    prefixes), the ranking guidance relies on. Metrics that are undefined (no held-out data, one outcome
+    class only) are None.
+    """
+    if not rollouts:
         return {key: None for key in HELD_OUT_METRICS} | {"eval_positions": 0}
-    expected_t, rewards_t = torch.cat(expected), torch.cat(rewards)  # (N,)
+    expected_t, rewards_t, loss = predict_targets(model, rollouts, cfg, device)
     outcome = rewards_t > (cfg.v_min + cfg.v_max) / 2
     prob = ((expected_t - cfg.v_min) / (cfg.v_max - cfg.v_min)).clamp(0.0, 1.0)
     steps, prefixes = target_prefixes(rollouts, model.is_q_type, cfg.prefix_extension)
     return {
-        "eval_loss": loss_sum / rewards_t.numel(),
+        "eval_loss": loss,
         "roc_auc": M.roc_auc(expected_t, outcome),
         "within_prompt_auc": M.within_group_roc_auc(expected_t, outcome, steps, same=prefixes),
         "ece": M.expected_calibration_error(prob, outcome),
@@ -647,18 +656,27 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     return final
 
 
-def score_held_out(cfg: TrainConfig) -> dict[str, Any]:
+def finished_run(out: Path) -> tuple[TrainConfig, ValueModel, list[Rollout]]:
+    """A finished run's config (from its summary.json), its saved value model and its held-out trajectories."""
+    summary, model_folder = Path(out) / "summary.json", Path(out) / "model"
+    if not (summary.is_file() and model_folder.is_dir()):
+        raise UserError(f"{out} holds no finished training run (summary.json and model/)")
+    recorded = json.loads(summary.read_text())["config"]
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    cfg = TrainConfig(**{**fields, "out": Path(out)})
+    _, eval_set = prepare_data(cfg)
+    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model))
+    return cfg, model.to(resolve_device(cfg.device)), eval_set
+
+
+def score_held_out(out: Path) -> dict[str, Any]:
     """The held-out metrics of a finished run's saved model, recomputed on its held-out prompts.
 
     For runs whose summary predates a metric (such as `within_prompt_auc`): nothing is trained or written.
     """
-    model_folder = Path(cfg.out) / "model"
-    if not model_folder.is_dir():
-        raise UserError(f"{cfg.out} holds no trained value model (no model/ folder)")
-    _, eval_set = prepare_data(cfg)
-    device = resolve_device(cfg.device)
-    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model)).to(device)
-    return evaluate(model, eval_set, cfg, device)
+    cfg, model, eval_set = finished_run(out)
+    return evaluate(model, eval_set, cfg, resolve_device(cfg.device))
 
 
 def log_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -191,7 +191,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_fo
     tokenizer = make_tokenizer()
     ValueModel.from_pretrained(run / "model", tokenizer=tokenizer)  # a loadable value model
     assert "ROC-AUC" in summary_line(metrics)
-    rescored = training.score_held_out(cfg)  # the saved model, read back, scores the same held-out prompts
+    rescored = training.score_held_out(cfg.out)  # the saved model, read back, scores the same held-out prompts
     assert rescored == pytest.approx({k: metrics[k] for k in rescored}, abs=1e-6)
 
     def must_not_train(*args, **kwargs):

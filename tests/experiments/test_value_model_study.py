@@ -6,6 +6,7 @@ import pytest
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.pipeline import PipelineConfig, run_pipeline
+from qsharp_ext.training import score_held_out
 
 value_model_study = pytest.importorskip("value_model_study")  # python/ is on the path (conftest.py)
 
@@ -31,7 +32,8 @@ def test_a_run_folder_gives_back_its_config(tiny_run):
 
 def test_sweep_trains_each_depth_and_reuses_the_runs_own(tiny_run, monkeypatch):
     summary_path = tiny_run / "round-1" / "qsharp" / "summary.json"
-    summary = json.loads(summary_path.read_text())
+    original = summary_path.read_text()
+    summary = json.loads(original)
     within = summary["metrics"].pop("within_prompt_auc")  # as a run finished before the metric existed
     summary_path.write_text(json.dumps(summary))
     trained_here = []
@@ -45,6 +47,7 @@ def test_sweep_trains_each_depth_and_reuses_the_runs_own(tiny_run, monkeypatch):
     for r in rows:
         assert 0 <= r["roc_auc"] <= 1 and 0 <= r["within_prompt_auc"] <= 1 and r["train_seconds"] > 0
     assert rows[0]["within_prompt_auc"] == pytest.approx(within, abs=1e-6)  # the saved model, scored again
+    summary_path.write_text(original)  # the shared run as it was
     assert json.loads((tiny_run / "sweep" / "sweep.json").read_text()) == rows
     assert (tiny_run / "sweep" / "sweep.png").stat().st_size > 1000
 
@@ -68,3 +71,16 @@ def test_ablations_change_one_thing_each_and_share_the_noise(tiny_run):
     ], key=str)  # fmt: skip
     assert "| MSE regression of the mean |" in (tiny_run / "ablations" / "ablations.md").read_text()
     assert value_model_study.run_ablations(opts) == rows  # finished work is read back
+
+
+def test_steps_breaks_the_within_prompt_auc_down_by_completion_step(tiny_run, tmp_path):
+    model = tiny_run / "round-1" / "qsharp"
+    rows = value_model_study.run_steps(value_model_study.Steps(models=(model,), out=tmp_path))
+    overall = score_held_out(model)["within_prompt_auc"]
+    assert rows[0]["step"] == "all" and rows[0]["within_prompt_auc"] == pytest.approx(overall, abs=1e-6)
+    assert [r["step"] for r in rows[1:]] == sorted(r["step"] for r in rows[1:]) and len(rows) > 2
+    assert sum(r["positions"] for r in rows[1:]) == rows[0]["positions"]
+    assert all(0 <= r["mixed_prompts"] <= r["prompts"] for r in rows)
+    first = next(r for r in rows if r["step"] == 1)  # first_token's reward is decided by the first token
+    assert first["within_prompt_auc"] > 0.5
+    assert json.loads((tmp_path / "steps.json").read_text()) == json.loads(json.dumps(rows))
