@@ -1,5 +1,8 @@
 """What collect, evaluate and pipeline share: the task and how π_ref (guided or not) is decoded.
 
+`SamplingOptions` (top-k, temperature, top-p, seed, device, dtype) is also `generate`'s base;
+`DecodeOptions` adds the task and the completion length.
+
 A keyword-only base dataclass, like `scale.options.ScaleOptions`: each command's own required fields keep
 their places, config.py's YAML / flag machinery sees plain fields, and the pipeline hands its decoding
 settings to every stage with `decode_fields(cfg)` instead of copying them one by one.
@@ -15,14 +18,9 @@ from qsharp_ext.tasks import Task, make_task
 
 
 @dataclasses.dataclass(kw_only=True)
-class DecodeOptions:
-    task: str = "first_token"
-    """Task: its prompts, reward and answer extraction."""
-    task_options: tuple[str, ...] = ()
-    """Options of the task's constructor as KEY=VALUE (VALUE read as JSON when it parses, else as text), e.g.
-    `--task-options high=20 n_eval=300 'ops=["+", "-"]'`; in YAML, a mapping (`task_options: {high: 20}`)."""
-    max_new_tokens: int = 32
-    """Longest completion (roll-outs draw their switch step h uniformly in [0, max_new_tokens - 1])."""
+class SamplingOptions:
+    """How π_ref (guided or not) samples, on what: shared with `generate`, which has no task."""
+
     top_k: int = 20
     """Candidates the value model scores at each guided step."""
     temperature: float = 1.0
@@ -36,6 +34,19 @@ class DecodeOptions:
     dtype: str = "auto"
     """Weights of π_ref and the value models: auto (bfloat16 on a GPU that has it, else float32), float32,
     bfloat16 or float16."""
+
+
+@dataclasses.dataclass(kw_only=True)
+class DecodeOptions(SamplingOptions):
+    """The task, and decoding for it."""
+
+    task: str = "first_token"
+    """Task: its prompts, reward and answer extraction."""
+    task_options: tuple[str, ...] = ()
+    """Options of the task's constructor as KEY=VALUE (VALUE read as JSON when it parses, else as text), e.g.
+    `--task-options high=20 n_eval=300 'ops=["+", "-"]'`; in YAML, a mapping (`task_options: {high: 20}`)."""
+    max_new_tokens: int = 32
+    """Longest completion (roll-outs draw their switch step h uniformly in [0, max_new_tokens - 1])."""
 
 
 def decode_fields(opts: DecodeOptions) -> dict[str, Any]:

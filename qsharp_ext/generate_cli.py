@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from qsharp_ext.decode_options import SamplingOptions
 from qsharp_ext.errors import UserError
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.io import atomic_write_text
@@ -13,7 +14,7 @@ from qsharp_ext.loading import load_reference, load_value_model
 
 
 @dataclasses.dataclass
-class GenerateConfig:
+class GenerateConfig(SamplingOptions):
     """Sample completions from π_ref guided by a value model (Q♯), for one or several η."""
 
     ref_model: str
@@ -32,18 +33,6 @@ class GenerateConfig:
     """Completions per prompt and per η."""
     max_new_tokens: int = 128
     """Tokens to generate at most per completion."""
-    top_k: int = 20
-    """Candidates scored by the value model at each step."""
-    temperature: float = 1.0
-    """π_ref's sampling temperature."""
-    top_p: float = 1.0
-    """Nucleus mass kept among the candidates (1 keeps everything)."""
-    seed: int = 0
-    """Seed of the sampling noise."""
-    device: str = "auto"
-    """auto, cpu, cuda or cuda:N."""
-    dtype: str = "float32"
-    """float32, bfloat16 or float16 for both models."""
 
 
 def read_prompts(cfg: GenerateConfig) -> list[str]:
