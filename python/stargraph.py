@@ -70,6 +70,9 @@ class StarGraphConfig:
     pretrain_steps: int = 1000
     """π_ref's next-token training steps (batch 128)."""
     pretrain_lr: float = 1e-3
+    ref_init: Path | None = None
+    """Start π_ref's pretraining from this pretrained star-graph π_ref (same labels, layers and width)
+    instead of random weights: a curriculum, e.g. G(2,5)'s π_ref, which already follows edges, for G(5,5)."""
     rl_steps: int = 150
     """REINFORCE steps (32 graphs × 4 samples each)."""
     rl_lr: float = 1e-4
@@ -168,7 +171,10 @@ def make_task(cfg: StarGraphConfig) -> StarGraphTask:
 def reference_folder(cfg: StarGraphConfig, task: StarGraphTask) -> Path:
     """The cache folder of π_ref pretrained with these settings (task, size, steps, seed)."""
     fields = ("ref_layers", "ref_hidden", "pretrain_steps", "pretrain_lr")
-    key = json.dumps({**task.settings(), **{f: getattr(cfg, f) for f in fields}}, sort_keys=True)
+    settings = {**task.settings(), **{f: getattr(cfg, f) for f in fields}}
+    if cfg.ref_init is not None:  # only then, so the π_refs cached before the option keep their folders
+        settings["ref_init"] = Path(cfg.ref_init).name
+    key = json.dumps(settings, sort_keys=True)
     return cfg.cache / f"G{cfg.degree}-{cfg.path_len}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -178,6 +184,11 @@ def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: P
     if (folder / "config.json").is_file():
         return folder
     model = make_stargraph_reference(task, n_layers=cfg.ref_layers, hidden=cfg.ref_hidden, seed=cfg.seed)
+    if cfg.ref_init is not None:
+        try:
+            model.load_state_dict(load_policy(Path(cfg.ref_init)).state_dict())
+        except (OSError, RuntimeError) as err:
+            raise UserError(f"ref_init {cfg.ref_init} is not a π_ref of the same labels, layers and width") from err
     records = policy.pretrain(
         model, tokenizer, task.pretrain_problems(), steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed
     )
@@ -342,7 +353,10 @@ def bar_chart(result: dict, path: Path) -> None:
 
 
 def run(cfg: StarGraphConfig) -> dict:
-    record_run_settings(cfg.out / "config.json", dataclasses.asdict(cfg), ignore=("out", "cache"))
+    settings = dataclasses.asdict(cfg)
+    if cfg.ref_init is None:  # how every run ran before the option existed: such folders stay resumable
+        del settings["ref_init"]
+    record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"))
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
     tokenizer = task.tokenizer()

@@ -1,11 +1,14 @@
 """`python python/stargraph.py --preset smoke`: every stage runs, results are well formed, a rerun resumes."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from qsharp_ext.errors import UserError
 from tests.experiments.conftest import PYTHON_DIR
 
 METHODS = ("pi_ref", "reinforce", "dpo", "rpo", "cd", "qsharp")
@@ -61,3 +64,22 @@ def test_a_run_folder_refuses_other_settings(smoke_run):
     root, _ = smoke_run
     result = run_driver(root / "run", root / "cache", "--rl-steps", "4")
     assert result.returncode != 0 and "rl_steps" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pi_ref_pretraining_can_start_from_another_star_graphs_pi_ref(smoke_run, tmp_path):
+    stargraph = pytest.importorskip("stargraph")  # python/ is on the path (conftest.py)
+    root, _ = smoke_run
+    (init,) = (root / "cache").iterdir()  # the smoke run's G(2, 3) π_ref
+    cfg = stargraph.parse_config(["--preset", "smoke", "--degree", "3", "--path-len", "3", "--pretrain-steps", "0"])
+    cfg = dataclasses.replace(cfg, cache=tmp_path, ref_init=init)
+    task = stargraph.make_task(cfg)
+    folder = stargraph.pretrained_reference(cfg, task, task.tokenizer())
+    assert (
+        folder.parent == tmp_path
+        and folder.name != stargraph.reference_folder(dataclasses.replace(cfg, ref_init=None), task).name
+    )  # another cache entry than a π_ref from random weights
+    warm, start = stargraph.load_policy(folder).state_dict(), stargraph.load_policy(init).state_dict()
+    assert warm.keys() == start.keys() and all(torch.equal(warm[k], start[k]) for k in warm)  # 0 steps: unchanged
+    wider = dataclasses.replace(cfg, cache=tmp_path / "other", ref_hidden=96)
+    with pytest.raises(UserError, match="same labels, layers and width"):
+        stargraph.pretrained_reference(wider, task, task.tokenizer())
