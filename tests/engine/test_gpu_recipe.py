@@ -27,8 +27,10 @@ RECIPE = Path(__file__).parents[2] / "configs" / "gpu" / "llama8b-gsm8k.yaml"
 
 
 def matches(value, hint) -> bool:
-    """isinstance for the annotations config fields use: plain types, X | None, tuple[X, ...]."""
+    """isinstance for the annotations config fields use: plain types, X | None, tuple[X, ...], Literal[...]."""
     origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(matches(value, arm) for arm in typing.get_args(hint))
     if origin is tuple:
