@@ -37,6 +37,7 @@ import tyro
 from safetensors import safe_open
 
 from qsharp_ext import metrics as M
+from qsharp_ext.config import from_recorded
 from qsharp_ext.decode_options import build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate
@@ -88,10 +89,7 @@ def load_run(run: Path) -> PipelineConfig:
     path = run / "pipeline.json"
     if not path.is_file():
         raise UserError(f"{run} is not a pipeline run folder (no pipeline.json)")
-    recorded = json.loads(path.read_text())
-    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in fields}
-    return PipelineConfig(**{**values, "out": run})
+    return from_recorded(PipelineConfig, json.loads(path.read_text()), out=run)
 
 
 def open_run(run: Path) -> tuple[PipelineConfig, Task, str]:

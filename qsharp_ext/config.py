@@ -105,3 +105,10 @@ def parse_config(config_cls: type[C], argv: list[str], prog: str, description: s
 def base_fields(opts: Any, base: type) -> dict[str, Any]:
     """The fields `opts` inherits from the dataclass `base`, as keyword arguments for another config."""
     return {field.name: getattr(opts, field.name) for field in dataclasses.fields(base)}
+
+
+def from_recorded(config_cls: type[C], recorded: dict[str, Any], **overrides: Any) -> C:
+    """A config rebuilt from its JSON record (lists back to tuples; keys it does not declare ignored)."""
+    names = {field.name for field in dataclasses.fields(config_cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
+    return config_cls(**{**values, **overrides})

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext import metrics as M
+from qsharp_ext.config import from_recorded
 from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text, write_json
 from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_device, resolve_dtype
@@ -661,10 +662,7 @@ def finished_run(out: Path) -> tuple[TrainConfig, ValueModel, list[Rollout]]:
     summary, model_folder = Path(out) / "summary.json", Path(out) / "model"
     if not (summary.is_file() and model_folder.is_dir()):
         raise UserError(f"{out} holds no finished training run (summary.json and model/)")
-    recorded = json.loads(summary.read_text())["config"]
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in names}
-    cfg = TrainConfig(**{**fields, "out": Path(out)})
+    cfg = from_recorded(TrainConfig, json.loads(summary.read_text())["config"], out=Path(out))
     _, eval_set = prepare_data(cfg)
     model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model))
     return cfg, model.to(resolve_device(cfg.device)), eval_set
