@@ -354,9 +354,7 @@ def bar_chart(result: dict, path: Path) -> None:
 
 def run(cfg: StarGraphConfig) -> dict:
     settings = dataclasses.asdict(cfg)
-    if cfg.ref_init is None:  # how every run ran before the option existed: such folders stay resumable
-        del settings["ref_init"]
-    record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"))
+    record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced={"ref_init": None})
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
     tokenizer = task.tokenizer()

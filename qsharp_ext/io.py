@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +38,22 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
-def record_run_settings(path: Path, settings: dict[str, Any], ignore: Collection[str] = ()) -> None:
+def record_run_settings(
+    path: Path, settings: dict[str, Any], ignore: Collection[str] = (), introduced: Mapping[str, Any] | None = None
+) -> None:
     """Record a run folder's settings (JSON) on first use; later, refuse to continue with other ones.
 
     Keys in `ignore` (output folder, device) may change between attempts. Resuming with other settings would
-    silently mix two experiments in one folder.
+    silently mix two experiments in one folder. `introduced` maps settings added after some folders were
+    recorded to the value those folders ran with: a record without the key counts as holding that value,
+    so older folders stay resumable.
     """
     current = json.loads(json.dumps(settings, default=str))
     if not Path(path).is_file():
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
-    started = json.loads(Path(path).read_text())
+    defaults = json.loads(json.dumps(dict(introduced or {}), default=str))
+    started = defaults | json.loads(Path(path).read_text())
     changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
     if changed:
         folder, names = Path(path).parent, ", ".join(changed)

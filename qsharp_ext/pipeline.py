@@ -94,9 +94,8 @@ def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
     """Record the config (and the task's options) on first use; refuse to continue a run folder started
     with other ones."""
     settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
-    if not cfg.vllm:  # how every run ran before the option existed: such folders stay resumable
-        del settings["vllm"]
-    record_run_settings(cfg.out / "pipeline.json", settings, ignore=("out", "device", *PLACEMENT_FIELDS))
+    ignore = ("out", "device", *PLACEMENT_FIELDS)
+    record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore, introduced={"vllm": False})
 
 
 def prepare_reference(cfg: PipelineConfig, task) -> str:
