@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import torch
 import tyro
 from safetensors import safe_open
 
@@ -40,7 +41,7 @@ from qsharp_ext import metrics as M
 from qsharp_ext.config import from_recorded
 from qsharp_ext.decode_options import build_task, decode_fields
 from qsharp_ext.errors import UserError
-from qsharp_ext.evaluation import EvaluateConfig, run_evaluate
+from qsharp_ext.evaluation import EvaluateConfig, load_prompt_rewards, paired_gain, run_evaluate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import resolve_device
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
@@ -183,9 +184,10 @@ def rounds_name(rounds: int) -> str:
 def evaluate_model(
     cfg: PipelineConfig, task: Task, ref: str, model: Path, out: Path, eta: float, n_prompts: int | None
 ) -> dict[str, Any]:
-    """The one Q♯ row of `model` at `eta` on the first `n_prompts` evaluation prompts (read back when done)."""
+    """The one Q♯ row of `model` at `eta` on the first `n_prompts` evaluation prompts (read back when done;
+    evaluated again when it predates samples.jsonl, which the paired comparison needs)."""
     results = out / "results.json"
-    if not results.is_file():
+    if not (results.is_file() and (out / "samples.jsonl").is_file()):
         evaluate = EvaluateConfig(
             out=out, ref_model=ref, qsharp_model=str(model), etas=(eta,), num_samples=cfg.eval_samples,
             max_prompts=n_prompts, reference_rows=False, **decode_fields(cfg),
@@ -214,13 +216,16 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
         print(f"ablation: evaluate {name}")
         row = evaluate_model(cfg, task, ref, model, evals / slug(name), opts.eta, n_prompts)
         rows.append({"variant": name, **{k: row[k] for k in ("eta", "pass@1", "pass@1_se", "maj@n", "pass@n", "kl")}})
-    base = rows[0]["pass@1"]
+    per_prompt = {row["variant"]: load_prompt_rewards(evals / slug(row["variant"]), "qsharp", opts.eta) for row in rows}
+    prompts = sorted(per_prompt[rows[0]["variant"]])  # every variant drew the same prompts with the same noise
+    base = torch.tensor([per_prompt[rows[0]["variant"]][p] for p in prompts])
     for row in rows:
-        row["delta"] = row["pass@1"] - base
+        mine = torch.tensor([per_prompt[row["variant"]][p] for p in prompts])
+        row["delta"], row["delta_se"] = paired_gain(mine, base)
     write_json(folder / "ablations.json", rows)
     header = (f"# Ablations at η = {opts.eta:g}: {n_prompts or 'all'} evaluation prompts × {cfg.eval_samples} samples, "
-              "the same noise for every variant\n\n")  # fmt: skip
-    columns = ["variant", "pass@1", "pass@1_se", "delta", "kl", "maj@n", "pass@n"]
+              "the same noise for every variant; delta ± paired SE against the first row\n\n")  # fmt: skip
+    columns = ["variant", "pass@1", "pass@1_se", "delta", "delta_se", "kl", "maj@n", "pass@n"]
     atomic_write_text(folder / "ablations.md", header + markdown_table(rows, columns))
     return rows
 

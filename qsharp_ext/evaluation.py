@@ -4,7 +4,9 @@ Per (method, η) row: pass@1 (mean reward over all samples) with its standard er
 maj@n (the reward of the most common answer per prompt, answers grouped by the task's equivalence),
 pass@n (any sample correct), best-of-n picked by the value model's predicted final reward (`bon_value`),
 the mean exact sequence KL(π‖π_ref) and tokens/s. One trained value model serves every η of its method.
-Writes `results.json` (a list of rows), `results.md` and `pareto.png` (pass@1 against KL).
+Writes `results.json` (a list of rows), `results.md`, `pareto.png` (pass@1 against KL) and `samples.jsonl`
+(every sample: its prompt, completion, answer, reward and KL), from which two evaluations that drew the same
+prompts with the same seed can be compared prompt by prompt (`paired_gain`, `load_prompt_rewards`).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def score_samples(task, problems, prompt_ids, out: GenerationOutput, tokenizer) 
         rewards.append(task.reward(problem, text))
         answers.append(task.answer_of(text))
         sequences.append(prompt_ids[out.prompt_index[row]] + completion)
-    return {"reward": rewards, "answer": answers, "sequence": sequences}
+    return {"reward": rewards, "answer": answers, "sequence": sequences, "completion": texts}
 
 
 def paired_gain(per_prompt: torch.Tensor, ref_per_prompt: torch.Tensor) -> tuple[float, float]:
@@ -128,6 +130,36 @@ def paired_gain(per_prompt: torch.Tensor, ref_per_prompt: torch.Tensor) -> tuple
     """
     diff = per_prompt - ref_per_prompt
     return diff.mean().item(), standard_error(diff)
+
+
+SAMPLE_FIELDS = ("completion", "answer", "reward", "kl", "value")  # per sample in samples.jsonl, when known
+
+
+def sample_records(method: str, eta: float | None, samples: dict[str, list], prompt_ids: list[str]) -> list[dict]:
+    """One samples.jsonl record per sample of one (method, η); samples come grouped prompt by prompt."""
+    per_prompt = len(samples["reward"]) // len(prompt_ids)
+    fields = [f for f in SAMPLE_FIELDS if f in samples]
+    return [
+        {"method": method, "eta": eta, "prompt_id": prompt_ids[i // per_prompt], "sample": i % per_prompt}
+        | {f: samples[f][i] for f in fields}
+        for i in range(len(samples["reward"]))
+    ]
+
+
+def load_prompt_rewards(folder: Path, method: str, eta: float | None) -> dict[str, float]:
+    """Mean reward per prompt id of one (method, η) in an evaluation folder's samples.jsonl."""
+    path = Path(folder) / "samples.jsonl"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: evaluations written before samples.jsonl existed must be run again")
+    totals: dict[str, list[float]] = {}
+    with path.open() as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record["method"] == method and record["eta"] == eta:
+                totals.setdefault(record["prompt_id"], []).append(record["reward"])
+    if not totals:
+        raise UserError(f"{path} has no samples of {method} at η {eta}")
+    return {prompt: sum(r) / len(r) for prompt, r in totals.items()}
 
 
 def prompt_rewards(samples: dict[str, list], n_samples: int) -> torch.Tensor:
@@ -235,28 +267,31 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         finished = ((unit, sampler(unit)) for unit in units)
     results = dict(tqdm(finished, total=len(units), desc="evaluate", unit="batch", disable=not progress))
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
-    rows, per_prompt = [], {}
+    rows, per_prompt, records = [], {}, []
     for m, (method, eta) in enumerate(methods):
         parts = [results[(m, first)] for first in firsts]  # prompt order, whatever order they finished in
         samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
         samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
         rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
         per_prompt[m] = prompt_rewards(samples, cfg.num_samples).mean(1)
+        records += sample_records(method, eta, samples, [p.id for p in problems])
     if cfg.reference_rows:  # π_ref is methods[0]
         for m, row in enumerate(rows):
             row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)
-    write_report(cfg, rows, task.name)
+    write_report(cfg, rows, task.name, records)
     return rows
 
 
-def write_report(cfg: EvaluateConfig, rows: list[dict], task_name: str) -> None:
+def write_report(cfg: EvaluateConfig, rows: list[dict], task_name: str, records: list[dict]) -> None:
+    """The report files; results.json last, so that its presence means the evaluation is complete."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "results.json", rows)
+    atomic_write_text(cfg.out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     n = rows[0]["n_samples"]
     header = f"# {task_name}: {rows[0]['n_prompts']} prompts × {n} samples (maj@n, pass@n, best-of-n with n = {n})\n\n"
     atomic_write_text(cfg.out / "results.md", header + markdown_table(rows, COLUMNS))
     accuracy_kl_plot(rows, cfg.out / "pareto.png", "pass@1", f"{task_name}: pass@1 against KL to π_ref")
     atomic_write_text(cfg.out / "evaluate_config.json", json.dumps(dataclasses.asdict(cfg), default=str, indent=2))
+    write_json(cfg.out / "results.json", rows)
 
 
 def summary_line(rows: list[dict]) -> str:

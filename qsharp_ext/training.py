@@ -674,7 +674,7 @@ def score_held_out(out: Path) -> dict[str, Any]:
     For runs whose summary predates a metric (such as `within_prompt_auc`): nothing is trained or written.
     """
     cfg, model, eval_set = finished_run(out)
-    return evaluate(model, eval_set, cfg, resolve_device(cfg.device))
+    return evaluate(model, eval_set, cfg, next(model.parameters()).device)
 
 
 def log_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from qsharp_ext.errors import UserError
+from qsharp_ext.evaluation import load_prompt_rewards
 from tests.e2e.test_cli import run_cli
 
 SMALL: list[str] = []  # the smoke recipe as it ships
@@ -51,6 +53,24 @@ def test_smoke_recipe_qsharp_beats_pi_ref_and_spends_more_kl_as_eta_falls(finish
     assert ref["gain"] is None
     kls = [r["kl"] for r in qsharp]
     assert all(later >= earlier - 1e-3 for earlier, later in itertools.pairwise(kls)) and kls[-1] > kls[0]
+
+
+def test_evaluation_keeps_every_sample_and_its_reward(finished_run):
+    out, _ = finished_run
+    folder = out / "round-2" / "eval"
+    records = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    rows = json.loads((folder / "results.json").read_text())
+    assert len(records) == len(rows) * 64 * 8
+    assert {"method", "eta", "prompt_id", "sample", "completion", "answer", "reward", "kl"} <= set(records[0])
+    for row in rows:
+        mine = [r for r in records if (r["method"], r["eta"]) == (row["method"], row["eta"])]
+        assert sorted(r["sample"] for r in mine if r["prompt_id"] == mine[0]["prompt_id"]) == list(range(8))
+        assert sum(r["reward"] for r in mine) / len(mine) == pytest.approx(row["pass@1"])
+        assert sum(r["kl"] for r in mine) / len(mine) == pytest.approx(row["kl"])
+        per_prompt = load_prompt_rewards(folder, row["method"], row["eta"])
+        assert len(per_prompt) == 64 and sum(per_prompt.values()) / 64 == pytest.approx(row["pass@1"])
+    with pytest.raises(UserError, match="no samples"):
+        load_prompt_rewards(folder, "qsharp", 0.5)
 
 
 def test_a_finished_pipeline_is_not_redone(finished_run):

@@ -1,6 +1,7 @@
 """`python/value_model_study.py` on a tiny 2-round pipeline run: the depth sweep and the ablations."""
 
 import json
+import math
 
 import pytest
 
@@ -9,6 +10,15 @@ from qsharp_ext.pipeline import PipelineConfig, run_pipeline
 from qsharp_ext.training import score_held_out
 
 value_model_study = pytest.importorskip("value_model_study")  # python/ is on the path (conftest.py)
+
+
+def paired_rewards(folder) -> dict[str, float]:
+    """Mean reward per prompt of an evaluation folder's samples.jsonl, read without the library."""
+    rewards: dict[str, list[float]] = {}
+    for line in (folder / "samples.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        rewards.setdefault(record["prompt_id"], []).append(record["reward"])
+    return {prompt: sum(r) / len(r) for prompt, r in rewards.items()}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +67,15 @@ def test_ablations_change_one_thing_each_and_share_the_noise(tiny_run):
     rows = value_model_study.run_ablations(opts)
     names = [r["variant"] for r in rows]
     assert names[:2] == ["Q♯ as run, 1 DAgger round", "2 DAgger rounds"] and len(names) == 5
-    assert rows[0]["delta"] == 0 and all(0 <= r["pass@1"] <= 1 and r["kl"] >= 0 for r in rows)
+    assert rows[0]["delta"] == 0 and rows[0]["delta_se"] == 0
+    assert all(0 <= r["pass@1"] <= 1 and r["kl"] >= 0 for r in rows)
+    evals = next((tiny_run / "ablations").glob("eval-*"))
+    base = paired_rewards(evals / "q-as-run-1-dagger-round")
+    for row in rows[1:]:  # delta ± SE from the per-prompt differences, counted here from samples.jsonl
+        diffs = [r - base[p] for p, r in paired_rewards(evals / value_model_study.slug(row["variant"])).items()]
+        mean = sum(diffs) / len(diffs)
+        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+        assert row["delta"] == pytest.approx(mean) and row["delta_se"] == pytest.approx(se)
     configs = {}
     for folder in (tiny_run / "ablations").glob("*-r1"):
         summary = json.loads((folder / "round-1" / "summary.json").read_text())["config"]
