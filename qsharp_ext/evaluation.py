@@ -42,7 +42,7 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
 
     out: Path
-    """Folder for results.json, results.md and pareto.png."""
+    """Folder for results.json, results.md, pareto.png and samples.jsonl (every sample and its reward)."""
     ref_model: str
     """π_ref: a local folder or a Hugging Face model id."""
     qsharp_model: str | None = None
