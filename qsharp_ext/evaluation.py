@@ -267,14 +267,14 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         finished = ((unit, sampler(unit)) for unit in units)
     results = dict(tqdm(finished, total=len(units), desc="evaluate", unit="batch", disable=not progress))
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
-    rows, per_prompt, records = [], {}, []
+    rows, per_prompt, records, prompt_ids = [], {}, [], [p.id for p in problems]
     for m, (method, eta) in enumerate(methods):
         parts = [results[(m, first)] for first in firsts]  # prompt order, whatever order they finished in
         samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
         samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
         rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
         per_prompt[m] = prompt_rewards(samples, cfg.num_samples).mean(1)
-        records += sample_records(method, eta, samples, [p.id for p in problems])
+        records += sample_records(method, eta, samples, prompt_ids)
     if cfg.reference_rows:  # π_ref is methods[0]
         for m, row in enumerate(rows):
             row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)

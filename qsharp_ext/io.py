@@ -48,12 +48,14 @@ def record_run_settings(
     recorded to the value those folders ran with: a record without the key counts as holding that value,
     so older folders stay resumable.
     """
-    current = json.loads(json.dumps(settings, default=str))
+    def as_recorded(values: Mapping[str, Any]) -> dict[str, Any]:  # paths and the like as the JSON holds them
+        return json.loads(json.dumps(dict(values), default=str))
+
+    current = as_recorded(settings)
     if not Path(path).is_file():
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
-    defaults = json.loads(json.dumps(dict(introduced or {}), default=str))
-    started = defaults | json.loads(Path(path).read_text())
+    started = as_recorded(introduced or {}) | json.loads(Path(path).read_text())
     changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
     if changed:
         folder, names = Path(path).parent, ", ".join(changed)
