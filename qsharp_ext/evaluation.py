@@ -3,10 +3,14 @@
 Per (method, η) row: pass@1 (mean reward over all samples) with its standard error clustered by prompt,
 maj@n (the reward of the most common answer per prompt, answers grouped by the task's equivalence),
 pass@n (any sample correct), best-of-n picked by the value model's predicted final reward (`bon_value`),
+the value model's ROC-AUC between right and wrong samples of the same prompt (`value_auc`: does it rank a
+prompt's answers, the thing guidance relies on, rather than only tell hard prompts from easy ones),
 the mean exact sequence KL(π‖π_ref) and tokens/s. One trained value model serves every η of its method.
 Writes `results.json` (a list of rows), `results.md`, `pareto.png` (pass@1 against KL) and `samples.jsonl`
 (every sample: its prompt, completion, answer, reward and KL), from which two evaluations that drew the same
 prompts with the same seed can be compared prompt by prompt (`paired_gain`, `load_prompt_rewards`).
+Each finished batch is kept under `units/` until the report is written, so rerunning the same command after
+a crash or Ctrl-C samples only the batches that were missing, with the same noise.
 """
 
 from __future__ import annotations
@@ -28,13 +32,18 @@ from qsharp_ext.errors import UserError
 from qsharp_ext.generate import GenerationOutput, guided_generate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
+from qsharp_ext.metrics import within_group_roc_auc
 from qsharp_ext.plots import accuracy_kl_plot
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
+from qsharp_ext.unit_store import UnitStore
 from qsharp_ext.value_model import ValueModel
 
-COLUMNS = ["method", "eta", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "bon_value", "kl", "tok_s"]
+COLUMNS = [
+    "method", "eta", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "bon_value", "value_auc", "kl",
+    "tok_s",
+]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -42,7 +51,8 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
 
     out: Path
-    """Folder for results.json, results.md, pareto.png and samples.jsonl (every sample and its reward)."""
+    """Folder for results.json, results.md, pareto.png and samples.jsonl (every sample and its reward); a
+    rerun into it after a crash resumes from the finished batches kept in its units/ folder."""
     ref_model: str
     """π_ref: a local folder or a Hugging Face model id."""
     qsharp_model: str | None = None
@@ -181,6 +191,7 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
         / len(answers),
         "pass@n": (rewards >= v_max).any(1).double().mean().item(),
         "bon_value": None,
+        "value_auc": None,
         "kl": float(sum(samples["kl"]) / len(samples["kl"])),
         "tok_s": samples["tok_s"],
         "n_prompts": rewards.shape[0],
@@ -192,6 +203,8 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
     if values is not None:
         values_t = torch.tensor(values).view(-1, n_samples)  # (P, n)
         row["bon_value"] = rewards.gather(1, values_t.argmax(1, keepdim=True)).mean().item()
+        prompt_of_sample = [i // n_samples for i in range(len(values))]
+        row["value_auc"] = within_group_roc_auc(values, (rewards >= v_max).flatten(), prompt_of_sample)
     return row
 
 
@@ -260,12 +273,21 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
     if not methods:
         raise UserError("nothing to evaluate: reference_rows is off and no value model is given")
     units = [(m, first) for m in range(len(methods)) for first in firsts]
+    store = UnitStore(cfg.out / "units", unit_settings(cfg))
+    name = {(m, first): f"{methods[m][0]}-{methods[m][1]}-{first}" for m, first in units}
+    results = {unit: store.load(name[unit]) for unit in units}
+    pending = [unit for unit, result in results.items() if result is None]
     if cfg.backend == "ray":
-        finished = ray_pool.map_units(functools.partial(BatchSampler, cfg, task, problems), units, cfg, cfg.device)
+        finished = ray_pool.map_units(functools.partial(BatchSampler, cfg, task, problems), pending, cfg, cfg.device)
     else:
-        sampler = BatchSampler(cfg, task, problems)
-        finished = ((unit, sampler(unit)) for unit in units)
-    results = dict(tqdm(finished, total=len(units), desc="evaluate", unit="batch", disable=not progress))
+        sampler = BatchSampler(cfg, task, problems) if pending else None
+        finished = ((unit, sampler(unit)) for unit in pending)
+    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc="evaluate", unit="batch", disable=not progress)
+    for unit, scored in finished:  # each batch on disk as it finishes: a rerun after a crash samples the rest
+        store.save(name[unit], scored)
+        results[unit] = scored
+        bar.update()
+    bar.close()
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
     rows, per_prompt, records, prompt_ids = [], {}, [], [p.id for p in problems]
     for m, (method, eta) in enumerate(methods):
@@ -279,7 +301,26 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         for m, row in enumerate(rows):
             row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)
     write_report(cfg, rows, task.name, records)
+    store.remove()
     return rows
+
+
+# Fields that do not change what a batch samples: where it runs, which rows are asked for, where results go.
+UNIT_NEUTRAL = ("out", "backend", "ray_address", "num_workers", "vllm_gpu_memory_utilization", "etas", "reference_rows")
+
+
+def unit_settings(cfg: EvaluateConfig) -> dict[str, Any]:
+    """What a finished batch depends on: the config and the model files (a retrained model is a new one)."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in UNIT_NEUTRAL}
+    models = {"ref_model": cfg.ref_model, "qsharp_model": cfg.qsharp_model, "cd_model": cfg.cd_model}
+    return settings | {"model_files": {k: file_stamps(v) for k, v in models.items() if v}}
+
+
+def file_stamps(path: str) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of every file in a model folder; none for a hub id (its files are the hub's)."""
+    folder = Path(path)
+    files = sorted(f for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else []
+    return [(str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 def write_report(cfg: EvaluateConfig, rows: list[dict], task_name: str, records: list[dict]) -> None:

@@ -38,6 +38,11 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+def as_json(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists, paths strings), for comparisons with a record."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def record_run_settings(
     path: Path, settings: dict[str, Any], ignore: Collection[str] = (), introduced: Mapping[str, Any] | None = None
 ) -> None:
@@ -48,14 +53,11 @@ def record_run_settings(
     recorded to the value those folders ran with: a record without the key counts as holding that value,
     so older folders stay resumable.
     """
-    def as_recorded(values: Mapping[str, Any]) -> dict[str, Any]:  # paths and the like as the JSON holds them
-        return json.loads(json.dumps(dict(values), default=str))
-
-    current = as_recorded(settings)
+    current = as_json(dict(settings))
     if not Path(path).is_file():
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
-    started = as_recorded(introduced or {}) | json.loads(Path(path).read_text())
+    started = as_json(dict(introduced or {})) | json.loads(Path(path).read_text())
     changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
     if changed:
         folder, names = Path(path).parent, ", ".join(changed)

@@ -1,5 +1,6 @@
 """A local 2-CPU Ray instance, a tiny π_ref and a value model, shared by the scale-out tests."""
 
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from qsharp_ext.evaluation import EvaluateConfig
 from qsharp_ext.tasks import FirstTokenTask, Problem
 from qsharp_ext.tasks.first_token import make_tiny_reference
 from qsharp_ext.value_model import ValueModel
@@ -57,3 +59,12 @@ def model_dirs(small_task, tmp_path_factory) -> tuple[Path, Path]:
     tokenizer.save_pretrained(ref_dir)
     value.save_pretrained(value_dir, tokenizer)
     return ref_dir, value_dir
+
+
+def evaluate_config(out: Path, model_dirs: tuple[Path, Path], **changes) -> EvaluateConfig:
+    """A small local evaluation of the fixtures' π_ref and Q♯ model: 2 batches of 2 prompts, 3 samples each."""
+    base = EvaluateConfig(
+        out=out, ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(0.3,), num_samples=3,
+        prompts_per_batch=2, max_new_tokens=4, top_k=5, seed=2, device="cpu",
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)

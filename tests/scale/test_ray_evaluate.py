@@ -5,16 +5,15 @@ import math
 
 import pytest
 
-from qsharp_ext.evaluation import EvaluateConfig, run_evaluate
+from qsharp_ext.errors import UserError
+from qsharp_ext.evaluation import run_evaluate
+from tests.scale.conftest import CrashingTask, evaluate_config
 
 pytest.importorskip("ray")
 
 
 def test_ray_evaluation_equals_the_local_one(ray_local, small_task, model_dirs, tmp_path):
-    local = EvaluateConfig(
-        out=tmp_path / "local", ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(0.3,),
-        num_samples=3, prompts_per_batch=2, max_new_tokens=4, top_k=5, seed=2, device="cpu",
-    )  # fmt: skip
+    local = evaluate_config(tmp_path / "local", model_dirs)
     ray_cfg = dataclasses.replace(local, out=tmp_path / "ray", backend="ray", num_workers=2)
     expected, got = run_evaluate(local, small_task, progress=False), run_evaluate(ray_cfg, small_task, progress=False)
     assert len(got) == len(expected)
@@ -29,3 +28,22 @@ def test_ray_evaluation_equals_the_local_one(ray_local, small_task, model_dirs, 
                 assert row[key] == want[key], key
     assert [r["method"] for r in got] == ["pi_ref", "qsharp"] and got[1]["bon_value"] is not None
     assert (tmp_path / "ray" / "results.md").is_file()
+
+
+def test_a_worker_that_keeps_dying_loses_no_finished_batch_and_the_rerun_completes(
+    ray_local, small_task, model_dirs, tmp_path
+):
+    local = evaluate_config(tmp_path / "local", model_dirs)
+    expected = run_evaluate(local, small_task, progress=False)
+    kills = tmp_path / "kills"
+    kills.write_text("100")  # more than the restarts Ray is allowed
+    task = CrashingTask(kills, crash_prompt=small_task.eval_problems()[-1].id, n_train=8, n_eval=4, seed=1)
+    cfg = dataclasses.replace(local, out=tmp_path / "ray", backend="ray", num_workers=2)
+    with pytest.raises(UserError, match="run the same command again"):
+        run_evaluate(cfg, task, progress=False)
+    kept = [p.name for p in (cfg.out / "units").glob("*.json") if p.name != "settings.json"]
+    assert kept and all(not name.endswith("-2.json") for name in kept)  # batches of the first two prompts only
+    kills.write_text("0")
+    rows = run_evaluate(cfg, task, progress=False)
+    assert [r["pass@1"] for r in rows] == [r["pass@1"] for r in expected]
+    assert [r["maj@n"] for r in rows] == [r["maj@n"] for r in expected]

@@ -66,3 +66,20 @@ def test_final_values_match_a_direct_forward(parameterization):
         out = vm(torch.tensor([seq]))[0][0]
         head = out[-1] if parameterization == "v" else out[-2, seq[-1]]
         torch.testing.assert_close(value, vm.expected_reward(head).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_value_auc_ranks_the_samples_of_each_prompt_only():
+    rewards = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # 3 prompts × 3 samples
+    values = [0.9, 0.1, 0.95, 0.6, 0.8, 0.5, 0.99, 0.98, 0.97]  # prompt 3: hard, yet scored highest
+    samples = {"reward": rewards, "answer": ["1"] * 9, "sequence": [[1]] * 9, "kl": [0.0] * 9, "tok_s": 1.0}
+    row = summarize("qsharp", 0.1, samples | {"value": values}, 3, None, lambda a, b: a == b, 1.0)
+    wins = pairs = 0
+    for p in range(3):  # brute force over the right–wrong pairs within each prompt
+        for i in range(3 * p, 3 * p + 3):
+            for j in range(3 * p, 3 * p + 3):
+                if rewards[i] == 1.0 and rewards[j] == 0.0:
+                    pairs += 1
+                    wins += values[i] > values[j]
+    assert row["value_auc"] == pytest.approx(wins / pairs) and wins / pairs == 0.75
+    assert row["bon_value"] == pytest.approx((0.0 + 1.0 + 0.0) / 3)
+    assert summarize("pi_ref", None, samples, 3, None, lambda a, b: a == b, 1.0)["value_auc"] is None
