@@ -76,6 +76,8 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """Trajectories per training step."""
     lr: float = 3e-4
     """Peak learning rate."""
+    backbone_lr_scale: float = 1.0
+    """The value models' backbone learning rate as a fraction of lr; 0 freezes it and trains the head only."""
     train_eval_every: int = 50
     """Held-out metrics and a checkpoint every N training steps."""
     train_cd: bool = True
@@ -95,7 +97,8 @@ def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
     with other ones."""
     settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
     ignore = ("out", "device", *PLACEMENT_FIELDS)
-    record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore, introduced={"vllm": False})
+    introduced = {"vllm": False, **training.INTRODUCED}  # settings added later, as older runs had them
+    record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore, introduced=introduced)
 
 
 def prepare_reference(cfg: PipelineConfig, task) -> str:
@@ -134,6 +137,7 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
+        backbone_lr_scale=cfg.backbone_lr_scale,
         eval_every=cfg.train_eval_every,
         save_every=cfg.train_eval_every,
         bf16=resolve_dtype(cfg.dtype, cfg.device) == torch.bfloat16,

@@ -53,6 +53,8 @@ from qsharp_ext.value_model import ValueModel
 STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
 RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
+# Fields added after checkpoints were written, with the value those checkpoints were trained with.
+INTRODUCED = {"backbone_lr_scale": 1.0}
 
 
 @dataclasses.dataclass
@@ -94,6 +96,10 @@ class TrainConfig:
     """Trajectories per step (each contributes all of its target positions)."""
     lr: float = 3e-4
     """Peak learning rate of AdamW."""
+    backbone_lr_scale: float = 1.0
+    """The backbone's learning rate as a fraction of lr (the head always trains at lr). 1: the whole value
+    model trains; 0: the backbone stays as copied and only the head learns (a probe of π_ref's features; no
+    gradient flows through the backbone, so a step costs about a forward pass)."""
     weight_decay: float = 0.0
     """AdamW's decoupled weight decay."""
     warmup_steps: int = 20
@@ -146,6 +152,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise UserError(f"{name} must be positive, got {value}")
     if cfg.warmup_steps < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0 or (cfg.num_layers or 0) < 0:
         raise UserError("warmup_steps, grad_clip, weight_decay and num_layers must not be negative")
+    if not 0 <= cfg.backbone_lr_scale <= 1:
+        raise UserError(f"backbone_lr_scale must be in [0, 1], got {cfg.backbone_lr_scale}")
     resolve_dtype(cfg.dtype, cfg.device)
     if not 0 <= cfg.eval_fraction < 1:
         raise UserError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
@@ -328,7 +336,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 def make_optimizer(
     model: ValueModel, cfg: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """AdamW with the head at lr and the backbone at lr × backbone_lr_scale (frozen, and left out, at 0)."""
+    model.backbone.requires_grad_(cfg.backbone_lr_scale > 0)
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+    if cfg.backbone_lr_scale > 0:
+        groups.append({"params": list(model.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = functools.partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps, schedule=cfg.schedule)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -475,7 +488,7 @@ def save_checkpoint(model, tokenizer, step: int, optimizer, scheduler, cfg: Trai
 
 def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
     """Refuse to continue a checkpoint under a config or data it was not trained with."""
-    saved = json.loads(state["config"])
+    saved = INTRODUCED | json.loads(state["config"])
     changed = [k for k, v in config_dict(cfg).items() if k not in RESUMABLE_FIELDS and saved.get(k) != v]
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} → {config_dict(cfg)[k]!r}" for k in changed)

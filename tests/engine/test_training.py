@@ -299,3 +299,37 @@ def test_resuming_under_another_config_is_refused(tmp_path, ref_folder, data_fol
         run_train(dataclass_replace(cfg, lr=0.01, steps=8), progress=False)
     with pytest.raises(UserError, match="already past steps=2"):
         run_train(dataclass_replace(cfg, steps=2), progress=False)
+
+
+# ------------------------------------------------------------------------------------- frozen backbone
+
+
+def test_a_frozen_backbone_stays_as_copied_while_the_head_learns(tmp_path, ref_folder, data_folder):
+    frozen = config(tmp_path / "frozen", ref_folder, data_folder, backbone_lr_scale=0.0)
+    run_train(frozen, progress=False)
+    trained = config(tmp_path / "trained", ref_folder, data_folder)
+    run_train(trained, progress=False)
+    def step(run: TrainConfig, n: int, part: str) -> dict[str, torch.Tensor]:  # part: model or value_head
+        return load_file(run.out / "checkpoints" / f"step-{n}" / f"{part}.safetensors")
+
+    early, late, other = step(frozen, 20, "model"), step(frozen, 30, "model"), step(trained, 30, "model")
+    assert all(torch.equal(early[name], late[name]) for name in late)
+    assert any(not torch.equal(late[name], other[name]) for name in late)  # training the backbone moves it
+    early_head, late_head = step(frozen, 20, "value_head"), step(frozen, 30, "value_head")
+    assert all(not torch.equal(early_head[name], late_head[name]) for name in late_head)
+
+
+def test_checkpoints_from_before_backbone_lr_scale_resume_as_scale_one(tmp_path, ref_folder, data_folder):
+    cfg = config(tmp_path, ref_folder, data_folder, steps=10, save_every=10)
+    run_train(cfg, progress=False)
+    state_file = cfg.out / "checkpoints" / "step-10" / training.STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    old_config = json.loads(state["config"])
+    del old_config["backbone_lr_scale"]  # as written before the field existed
+    torch.save({**state, "config": json.dumps(old_config)}, state_file)
+    with pytest.raises(UserError, match=r"backbone_lr_scale: 1\.0 → 0\.5"):
+        run_train(dataclass_replace(cfg, steps=20, backbone_lr_scale=0.5), progress=False)
+    run_train(dataclass_replace(cfg, steps=20), progress=False)
+    assert (cfg.out / "checkpoints" / "step-20").is_dir()
+    with pytest.raises(UserError, match=r"backbone_lr_scale must be in \[0, 1\], got 2"):
+        run_train(dataclass_replace(cfg, backbone_lr_scale=2.0), progress=False)
