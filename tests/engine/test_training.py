@@ -309,6 +309,7 @@ def test_a_frozen_backbone_stays_as_copied_while_the_head_learns(tmp_path, ref_f
     run_train(frozen, progress=False)
     trained = config(tmp_path / "trained", ref_folder, data_folder)
     run_train(trained, progress=False)
+
     def step(run: TrainConfig, n: int, part: str) -> dict[str, torch.Tensor]:  # part: model or value_head
         return load_file(run.out / "checkpoints" / f"step-{n}" / f"{part}.safetensors")
 
