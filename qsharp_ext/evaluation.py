@@ -282,12 +282,12 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
     else:
         sampler = BatchSampler(cfg, task, problems) if pending else None
         finished = ((unit, sampler(unit)) for unit in pending)
-    bar = tqdm(total=len(units), initial=len(units) - len(pending), desc="evaluate", unit="batch", disable=not progress)
-    for unit, scored in finished:  # each batch on disk as it finishes: a rerun after a crash samples the rest
-        store.save(name[unit], scored)
-        results[unit] = scored
-        bar.update()
-    bar.close()
+    done = len(units) - len(pending)
+    with tqdm(total=len(units), initial=done, desc="evaluate", unit="batch", disable=not progress) as bar:
+        for unit, scored in finished:  # each batch on disk as it finishes: a rerun after a crash samples the rest
+            store.save(name[unit], scored)
+            results[unit] = scored
+            bar.update()
     equal = getattr(task, "answers_equal", lambda a, b: a == b)
     rows, per_prompt, records, prompt_ids = [], {}, [], [p.id for p in problems]
     for m, (method, eta) in enumerate(methods):
