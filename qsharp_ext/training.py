@@ -99,7 +99,7 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0
     """The backbone's learning rate as a fraction of lr (the head always trains at lr). 1: the whole value
     model trains; 0: the backbone stays as copied and only the head learns (a probe of π_ref's features; no
-    gradient flows through the backbone, so a step costs about a forward pass)."""
+    gradient flows through the backbone, so steps are cheaper)."""
     weight_decay: float = 0.0
     """AdamW's decoupled weight decay."""
     warmup_steps: int = 20

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from qsharp_ext.io import as_json, atomic_write_text
+from qsharp_ext.io import as_json, atomic_write_text, write_json
 
 
 class UnitStore:
@@ -23,7 +23,7 @@ class UnitStore:
             print(f"note: {self.folder} holds units computed with other settings; they are computed again")
             shutil.rmtree(self.folder)
         if not recorded.is_file():
-            atomic_write_text(recorded, json.dumps(settings, indent=2) + "\n")
+            write_json(recorded, settings)
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.json"
