@@ -16,7 +16,7 @@ round-1 Q♯, so a 2-round variant reuses it rather than collecting with its own
 "reuse the data where the variant allows"). Every model is evaluated on the same prompts with the same
 noise at one η → RUN/ablations/{ablations.json, ablations.md}.
 
-steps: trained value models' held-out ROC-AUC within prompts at each completion step (the first answer
+steps: trained value models' held-out ROC-AUC (pooled and within prompts) at each completion step (the first answer
 token is where guidance has to act), with the number of prompts whose samples both succeed and fail (only
 those give pairs) → OUT/{steps.json, steps.md}.
 
@@ -77,7 +77,7 @@ class Ablations:
 
 @dataclasses.dataclass
 class Steps:
-    """Held-out ROC-AUC within prompts at each completion step, for finished value-model training runs."""
+    """Held-out ROC-AUC, pooled and within prompts, at each completion step, for finished value-model runs."""
 
     models: tuple[Path, ...]
     """Training run folders (summary.json and model/), e.g. RUN/round-1/qsharp."""
@@ -231,7 +231,8 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
 
 
 def auc_by_step(expected, outcome: list[bool], steps: list, prefixes: list) -> list[dict[str, Any]]:
-    """Within-prompt ROC-AUC over all targets, then at each completion step, with how many prompts give pairs."""
+    """Pooled and within-prompt ROC-AUC over all targets, then at each completion step, with how many prompts
+    give within-prompt pairs (pooled is the one to read when every prompt has one sample, as on the star graph)."""
     rows = []
     for step in ["all", *sorted({k for _, k in steps})]:
         at = [i for i, (_, k) in enumerate(steps) if step in ("all", k)]
@@ -241,9 +242,10 @@ def auc_by_step(expected, outcome: list[bool], steps: list, prefixes: list) -> l
         auc = M.within_group_roc_auc(
             expected[at], [outcome[i] for i in at], [steps[i] for i in at], [prefixes[i] for i in at]
         )
+        pooled = M.roc_auc(expected[at], [outcome[i] for i in at])
         rows.append({
-            "step": step, "within_prompt_auc": auc, "positions": len(at), "prompts": len(outcomes_of),
-            "mixed_prompts": sum(len(seen) == 2 for seen in outcomes_of.values()),
+            "step": step, "roc_auc": pooled, "within_prompt_auc": auc, "positions": len(at),
+            "prompts": len(outcomes_of), "mixed_prompts": sum(len(seen) == 2 for seen in outcomes_of.values()),
         })  # fmt: skip
     return rows
 
@@ -257,8 +259,8 @@ def run_steps(opts: Steps) -> list[dict[str, Any]]:
         steps, prefixes = target_prefixes(held_out, model.is_q_type, cfg.prefix_extension)
         rows += [{"model": str(folder), **row} for row in auc_by_step(expected, outcome, steps, prefixes)]
     write_json(opts.out / "steps.json", rows)
-    header = "# Held-out ROC-AUC within prompts by completion step (step: completion tokens in the prefix)\n\n"
-    columns = ["model", "step", "within_prompt_auc", "mixed_prompts", "prompts", "positions"]
+    header = "# Held-out ROC-AUC, pooled and within prompts, by completion step (completion tokens in the prefix)\n\n"
+    columns = ["model", "step", "roc_auc", "within_prompt_auc", "mixed_prompts", "prompts", "positions"]
     atomic_write_text(opts.out / "steps.md", header + markdown_table(rows, columns))
     return rows
 

@@ -94,11 +94,13 @@ def test_ablations_change_one_thing_each_and_share_the_noise(tiny_run):
 def test_steps_breaks_the_within_prompt_auc_down_by_completion_step(tiny_run, tmp_path):
     model = tiny_run / "round-1" / "qsharp"
     rows = value_model_study.run_steps(value_model_study.Steps(models=(model,), out=tmp_path))
-    overall = score_held_out(model)["within_prompt_auc"]
-    assert rows[0]["step"] == "all" and rows[0]["within_prompt_auc"] == pytest.approx(overall, abs=1e-6)
+    overall = score_held_out(model)
+    assert rows[0]["step"] == "all"
+    assert rows[0]["within_prompt_auc"] == pytest.approx(overall["within_prompt_auc"], abs=1e-6)
+    assert rows[0]["roc_auc"] == pytest.approx(overall["roc_auc"], abs=1e-6)
     assert [r["step"] for r in rows[1:]] == sorted(r["step"] for r in rows[1:]) and len(rows) > 2
     assert sum(r["positions"] for r in rows[1:]) == rows[0]["positions"]
     assert all(0 <= r["mixed_prompts"] <= r["prompts"] for r in rows)
     first = next(r for r in rows if r["step"] == 1)  # first_token's reward is decided by the first token
-    assert first["within_prompt_auc"] > 0.5
+    assert first["within_prompt_auc"] > 0.5 and first["roc_auc"] > 0.5
     assert json.loads((tmp_path / "steps.json").read_text()) == json.loads(json.dumps(rows))
