@@ -66,7 +66,8 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     max_prompts: int | None = None
     """Evaluate on the first N evaluation prompts only."""
     prompts_per_batch: int = 8
-    """Prompts decoded together (each with num_samples rows)."""
+    """Prompts decoded together (each with num_samples rows). A batch draws its noise from the seed and its
+    first prompt, so runs compare prompt by prompt only with the same seed and prompts_per_batch."""
     reference_rows: bool = True
     """Also sample π_ref itself (False: only the value-guided rows, e.g. for ablations of one value model)."""
 
