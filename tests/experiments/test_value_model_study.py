@@ -91,7 +91,7 @@ def test_ablations_change_one_thing_each_and_share_the_noise(tiny_run):
     assert value_model_study.run_ablations(opts) == rows  # finished work is read back
 
 
-def test_steps_breaks_the_within_prompt_auc_down_by_completion_step(tiny_run, tmp_path):
+def test_steps_breaks_the_roc_auc_down_by_completion_step(tiny_run, tmp_path):
     model = tiny_run / "round-1" / "qsharp"
     rows = value_model_study.run_steps(value_model_study.Steps(models=(model,), out=tmp_path))
     overall = score_held_out(model)
