@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from qsharp_ext import distributions as D
 from qsharp_ext import metrics as M
 from qsharp_ext.config import from_recorded
 from qsharp_ext.errors import UserError
@@ -384,7 +385,22 @@ def train_step(
     return {"train_loss": train_loss, "lr": lr}
 
 
-HELD_OUT_METRICS = ("eval_loss", "roc_auc", "within_prompt_auc", "ece", "accuracy")
+HELD_OUT_METRICS = ("eval_loss", "constant_loss", "roc_auc", "within_prompt_auc", "ece", "accuracy")
+
+
+def constant_loss(model: ValueModel, rewards: torch.Tensor, fit: str = "likelihood") -> float:
+    """The loss of the best constant prediction for `rewards`: their mean (mean and Bernoulli heads, MSE
+    fits) or their mean two-hot histogram. A held-out loss at or above it says the value model learned
+    nothing that carries over to new prompts (it memorised its training prompts)."""
+    mean = rewards.float().mean()
+    if model.kind == "bernoulli":
+        out = torch.logit(mean.clamp(1e-6, 1 - 1e-6))
+    elif model.kind == "mean":
+        out = mean
+    else:
+        target = D.histogram_target(rewards.float() if fit != "mse" else mean.reshape(1), model.atoms.float())
+        out = target.mean(0).clamp_min(1e-12).log()
+    return model.loss(out.expand(len(rewards), *out.shape), rewards.float(), fit).item()
 
 
 @torch.no_grad()
@@ -422,6 +438,7 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
     steps, prefixes = target_prefixes(rollouts, model.is_q_type, cfg.prefix_extension)
     return {
         "eval_loss": loss,
+        "constant_loss": constant_loss(model, rewards_t, cfg.fit),
         "roc_auc": M.roc_auc(expected_t, outcome),
         "within_prompt_auc": M.within_group_roc_auc(expected_t, outcome, steps, same=prefixes),
         "ece": M.expected_calibration_error(prob, outcome),
@@ -705,16 +722,28 @@ def summary_line(metrics: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     held_out = (
-        f"held-out loss {fmt('eval_loss')}, ROC-AUC {fmt('roc_auc')} (within prompts {fmt('within_prompt_auc')}), "
-        f"ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
+        f"held-out loss {fmt('eval_loss')} (constant {fmt('constant_loss')}), ROC-AUC {fmt('roc_auc')} "
+        f"(within prompts {fmt('within_prompt_auc')}), ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
         f"({metrics['eval_trajectories']} trajectories, {metrics['eval_positions']} positions)"
         if metrics.get("eval_trajectories")
         else "no held-out prompts"
     )
-    return (
+    line = (
         f"{metrics['step']} steps on {metrics['train_trajectories']} trajectories, train loss {fmt('train_loss')}; "
         f"{held_out}; value model in {metrics['model']}"
     )
+    if no_better_than_constant(metrics):
+        line += (
+            "\nwarning: the held-out loss is no lower than a constant prediction's: the value model predicts the "
+            "rewards of new prompts no better than their mean (memorised training prompts? more distinct prompts help)"
+        )
+    return line
+
+
+def no_better_than_constant(metrics: dict[str, Any]) -> bool:
+    """Held-out loss at or above the best constant prediction's (False when either is unknown)."""
+    loss, constant = metrics.get("eval_loss"), metrics.get("constant_loss")
+    return loss is not None and constant is not None and loss >= constant
 
 
 # ----------------------------------------------------------------------------------------------- plots

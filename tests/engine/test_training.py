@@ -1,6 +1,7 @@
 """Value-model training: prefix extension in one pass equals one pass per prefix, it learns, it resumes exactly."""
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -142,6 +143,51 @@ def test_mse_fit_regresses_the_expected_reward(tokenizer, kind):
     assert abs(vm.loss(head_out, reward).item() - want.item()) > 1e-3  # the likelihood loss is another number
 
 
+def two_hot_float64(reward: float, n_atoms: int) -> list[float]:
+    """The two-hot projection of one reward on n evenly spaced atoms of [0, 1], by hand."""
+    pos = reward * (n_atoms - 1)
+    lower = min(int(pos), n_atoms - 2)
+    weights = [0.0] * n_atoms
+    weights[lower], weights[lower + 1] = 1 - (pos - lower), pos - lower
+    return weights
+
+
+@pytest.mark.parametrize("rate", [None, 0.0, 1e-3, 0.999, 1.0])
+@pytest.mark.parametrize(("kind", "fit"), [("bernoulli", "likelihood"), ("bernoulli", "mse"), ("mean", "likelihood"),
+                                           ("histogram", "likelihood"), ("histogram", "mse")])  # fmt: skip
+def test_constant_loss_is_the_loss_of_the_best_constant_float64(tokenizer, kind, fit, rate):
+    """The held-out mean (Bernoulli entropy, variance) or mean two-hot histogram (its entropy), by hand."""
+    seed = random.randrange(2**31)
+    gen = torch.Generator().manual_seed(seed)
+    vm = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer)), 1, tokenizer, kind=kind, n_atoms=6)
+    n = 2000
+    if kind == "histogram":
+        reward = torch.rand(n, generator=gen, dtype=torch.float64)
+    else:  # 0/1 rewards at a random rate, or at rates near and at 0 and 1
+        p = torch.rand((), generator=gen).item() if rate is None else rate
+        reward = (torch.rand(n, generator=gen, dtype=torch.float64) < p).double()
+    rs, mean = reward.tolist(), reward.mean().item()
+    if fit == "mse" or kind == "mean":
+        want = sum((r - mean) ** 2 for r in rs) / n
+    elif kind == "bernoulli":
+        q = min(max(mean, 1e-6), 1 - 1e-6)
+        want = -sum(r * math.log(q) + (1 - r) * math.log(1 - q) for r in rs) / n
+    else:
+        avg = [sum(col) / n for col in zip(*(two_hot_float64(r, 6) for r in rs), strict=True)]
+        want = -sum(a * math.log(a) for a in avg if a > 0)
+    got = training.constant_loss(vm, reward.float(), fit)
+    assert math.isfinite(got) and got == pytest.approx(want, rel=1e-4, abs=1e-5), (seed, got, want)
+
+
+def test_summary_warns_when_the_held_out_loss_is_no_better_than_a_constant():
+    metrics = {"step": 10, "train_trajectories": 90, "train_loss": 0.3, "eval_trajectories": 10,
+               "eval_positions": 40, "model": "m", "eval_loss": 0.70, "constant_loss": 0.69}  # fmt: skip
+    assert "warning: the held-out loss is no lower than a constant" in summary_line(metrics)
+    assert "warning" not in summary_line(metrics | {"eval_loss": 0.5})
+    assert "warning" not in summary_line(metrics | {"constant_loss": None})  # runs from before the metric
+    assert "no held-out prompts" in summary_line(metrics | {"eval_trajectories": 0, "eval_loss": None})
+
+
 def test_target_prefix_keys_follow_collate_order():
     a = Rollout("p", 0, 1, None, 0, [1, 2, 3], [4, 5, 6, 7], 1, 1.0)
     b = Rollout("q", 0, 1, None, 0, [1, 2], [8, 9], 0, 0.0)
@@ -190,7 +236,8 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_fo
     assert summary["metrics"] == metrics
     tokenizer = make_tokenizer()
     ValueModel.from_pretrained(run / "model", tokenizer=tokenizer)  # a loadable value model
-    assert "ROC-AUC" in summary_line(metrics)
+    assert "ROC-AUC" in summary_line(metrics) and "warning" not in summary_line(metrics)
+    assert metrics["eval_loss"] < 0.5 * metrics["constant_loss"], metrics  # it learned what carries over
     rescored = training.score_held_out(cfg.out)  # the saved model, read back, scores the same held-out prompts
     assert rescored == pytest.approx({k: metrics[k] for k in rescored}, abs=1e-6)
 
