@@ -66,6 +66,9 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
     parameterization: str = "v"
     """v (score each candidate prefix) or q (one distribution per next token)."""
+    head_init: str = "fresh"
+    """Q♯ head's start: fresh, or lm_head (a Q-type bernoulli head on all layers, num_layers 0, starts as the
+    source model's LM head; see `train --help`). The CD baseline's mean head always starts fresh."""
     prefix_extension: bool = True
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
     fit: str = "likelihood"
@@ -132,6 +135,7 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         num_layers=cfg.num_layers,
         kind=kind,
         parameterization=cfg.parameterization,
+        head_init=cfg.head_init if kind != "mean" else "fresh",
         prefix_extension=cfg.prefix_extension,
         fit=cfg.fit if kind != "mean" else "likelihood",
         steps=cfg.train_steps,

@@ -55,7 +55,7 @@ STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
 RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
 # Fields added after checkpoints were written, with the value those checkpoints were trained with.
-INTRODUCED = {"backbone_lr_scale": 1.0}
+INTRODUCED = {"backbone_lr_scale": 1.0, "head_init": "fresh"}
 
 
 @dataclasses.dataclass
@@ -80,6 +80,10 @@ class TrainConfig:
     """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
     parameterization: str = "v"
     """v: position t scores the prefix ending with token t; q: it scores every possible next token."""
+    head_init: str = "fresh"
+    """fresh: a small random head; lm_head: a Q-type bernoulli head on all of the source model's layers
+    (num_layers 0) starts as its LM head, centred, so that it first ranks next tokens as π_ref does; its
+    bias is then shifted to the training data's reward rate. Ignored with init_value_model."""
     n_atoms: int = 11
     """Atoms of the histogram head (ignored by the other heads)."""
     v_min: float = 0.0
@@ -138,6 +142,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"parameterization must be 'v' or 'q', not {cfg.parameterization!r}")
     if cfg.fit not in ("likelihood", "mse"):
         raise UserError(f"fit must be likelihood or mse, not {cfg.fit!r}")
+    if cfg.head_init not in ("fresh", "lm_head"):
+        raise UserError(f"head_init must be fresh or lm_head, not {cfg.head_init!r}")
+    if cfg.head_init == "lm_head" and (cfg.parameterization, cfg.kind) != ("q", "bernoulli"):
+        raise UserError("head_init lm_head needs a Q-type bernoulli head (parameterization q, kind bernoulli)")
     if cfg.schedule not in ("cosine", "constant"):
         raise UserError(f"schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.kind == "bernoulli" and (cfg.v_min, cfg.v_max) != (0.0, 1.0):
@@ -317,6 +325,23 @@ def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
     if model.is_q_type:
         return q_outputs_for_tokens(model, hidden, batch.next_ids)
     return model.head_outputs(hidden)
+
+
+def calibrate_bias(model: ValueModel, batch: Batch) -> None:
+    """Shift every bias of a Bernoulli head by one constant c so that the mean predicted P(reward = 1) over
+    `batch`'s targets equals their mean reward (c by bisection; mean sigmoid rises with c).
+
+    Why: a head copied from an LM head outputs logits of tens of nats, which as Bernoulli logits say "always
+    right"; a common shift keeps its ranking of tokens and starts it at the data's rate.
+    """
+    with torch.no_grad():
+        logits = target_outputs(model, batch).double()  # (N,)
+        rate = batch.rewards.double().mean().clamp(1e-4, 1 - 1e-4)
+        low, high = -logits.max().item() - 40.0, -logits.min().item() + 40.0
+        for _ in range(100):
+            middle = (low + high) / 2
+            low, high = (middle, high) if torch.sigmoid(logits + middle).mean() < rate else (low, middle)
+        model.head.bias += (low + high) / 2
 
 
 def batch_loss(model: ValueModel, batch: Batch, fit: str = "likelihood") -> torch.Tensor:
@@ -548,7 +573,7 @@ def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_mode
     head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
     if cfg.init_value_model is None:
         num_layers = cfg.num_layers or ref_model.config.num_hidden_layers
-        return ValueModel.from_reference(ref_model, num_layers, tokenizer, **head).float()
+        return ValueModel.from_reference(ref_model, num_layers, tokenizer, cfg.head_init, **head).float()
     if not Path(cfg.init_value_model).is_dir():
         raise UserError(f"value model folder {cfg.init_value_model} does not exist")
     model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer)
@@ -612,10 +637,11 @@ def start_or_resume(
     cfg: TrainConfig,
     tokenizer: PreTrainedTokenizerBase,
     ref_model: PreTrainedModel,
-    digest: str,
+    train_set: list[Rollout],
     device: torch.device,
 ) -> tuple[ValueModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, int]:
     """(model, optimizer, scheduler, step): fresh at step 0, or as the latest checkpoint in cfg.out left them."""
+    digest = data_digest(train_set)
     torch.manual_seed(cfg.seed)  # the head's initialization
     saved_steps = checkpoint_steps(cfg.out)
     state = None
@@ -627,6 +653,11 @@ def start_or_resume(
     else:
         model = initial_model(cfg, tokenizer, ref_model)
     model.to(device)
+    if state is None and cfg.head_init == "lm_head" and cfg.init_value_model is None:
+        # the first step's whole batch (not a process's share): every process shifts by the same amount
+        first = [train_set[i] for i in batch_indices(0, cfg.batch_size, len(train_set), cfg.seed)]
+        pad_id = tokenizer.pad_token_id or 0
+        calibrate_bias(model, collate(first, True, cfg.prefix_extension, pad_id).to(device))
     optimizer, scheduler = make_optimizer(model, cfg)
     step = restore(model, optimizer, scheduler, state) if state is not None else 0
     return model, optimizer, scheduler, step
@@ -644,7 +675,7 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
     device = dp.device(cfg.device)
     ref_model, tokenizer = layer_source(cfg)
-    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, digest, device)
+    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, train_set, device)
     del ref_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from qsharp_ext.io import atomic_write_text
 
 HeadKind = Literal["bernoulli", "histogram", "mean"]
 Parameterization = Literal["v", "q"]
+HeadInit = Literal["fresh", "lm_head"]
 HEAD_FILE, META_FILE = "value_head.safetensors", "qsharp_value.json"
 
 
@@ -106,13 +107,50 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_reference(
-        cls, ref_model: PreTrainedModel, num_layers: int, tokenizer: PreTrainedTokenizerBase | None = None, **head
+        cls,
+        ref_model: PreTrainedModel,
+        num_layers: int,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        head_init: HeadInit = "fresh",
+        **head,
     ) -> ValueModel:
-        """A small value model from π_ref's embeddings and first `num_layers` layers plus a fresh head."""
+        """A value model from π_ref's embeddings and first `num_layers` layers plus a head: a fresh one, or
+        (head_init="lm_head") π_ref's own LM head, see `copy_lm_head`."""
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
         config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
-        return cls(truncated_backbone(ref_model, num_layers), config)
+        model = cls(truncated_backbone(ref_model, num_layers), config)
+        if head_init == "lm_head":
+            model.copy_lm_head(ref_model)
+        elif head_init != "fresh":
+            raise UserError(f"head_init must be fresh or lm_head, not {head_init!r}")
+        return model
+
+    def copy_lm_head(self, source: PreTrainedModel) -> None:
+        """Start a Q-type Bernoulli head as `source`'s LM head, centred over the vocabulary.
+
+        Why: with all of `source`'s layers as the backbone, the head's logit for next token y is then
+        source's logit of y minus the vocabulary mean, so the value model starts out ranking next tokens
+        as π_ref does (its likely tokens first) and training only has to learn how far that ranking predicts
+        the reward. The logits are tens of nats, far from any reward rate: training shifts the bias to the
+        data's rate before the first step (`training.calibrate_bias`).
+        """
+        if not (self.is_q_type and self.kind == "bernoulli"):
+            raise UserError("head_init lm_head needs a Q-type bernoulli head (parameterization q, kind bernoulli)")
+        layers = self.backbone.config.num_hidden_layers
+        if layers != source.config.num_hidden_layers:
+            raise UserError(
+                f"head_init lm_head needs all {source.config.num_hidden_layers} layers of the model it copies "
+                f"(the LM head reads the last layer), not {layers}: set num_layers to 0"
+            )
+        lm_head = source.get_output_embeddings()
+        if lm_head is None or lm_head.weight.shape != self.head.weight.shape:
+            raise UserError("head_init lm_head: the source model has no LM head of shape (vocabulary, hidden)")
+        with torch.no_grad():
+            weight = lm_head.weight.detach().to(self.head.weight.dtype)
+            self.head.weight.copy_(weight - weight.mean(0, keepdim=True))  # (V, H)
+            bias = getattr(lm_head, "bias", None)
+            self.head.bias.copy_(bias - bias.mean() if bias is not None else torch.zeros_like(self.head.bias))
 
     # -------------------------------------------------------------------------------------------- run
 

@@ -8,6 +8,7 @@ import pytest
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import load_prompt_rewards
+from qsharp_ext.pipeline import PipelineConfig, train_config
 from tests.e2e.test_cli import run_cli
 
 SMALL: list[str] = []  # the smoke recipe as it ships
@@ -104,3 +105,9 @@ def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path)
         "--cd-model", str(out / "round-1" / "qsharp" / "model"), "--max-prompts", "2",
     )  # fmt: skip
     assert result.returncode == 1 and "mean head" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_lm_head_start_goes_to_the_qsharp_head_only(tmp_path):
+    cfg = PipelineConfig(out=tmp_path, parameterization="q", num_layers=0, head_init="lm_head")
+    assert train_config(cfg, "ref", 1, "bernoulli").head_init == "lm_head"
+    assert train_config(cfg, "ref", 1, "mean").head_init == "fresh"  # CD's mean head cannot start as an LM head

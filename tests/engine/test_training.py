@@ -367,6 +367,35 @@ def test_a_frozen_backbone_stays_as_copied_while_the_head_learns(tmp_path, ref_f
     assert all(not torch.equal(early_head[name], late_head[name]) for name in late_head)
 
 
+def test_calibrated_bias_matches_the_reward_rate_and_keeps_the_ranking(tokenizer, rng):
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    ref = make_causal_lm("llama", len(tokenizer), num_layers=2, seed=seed)
+    vm = ValueModel.from_reference(ref, 2, tokenizer, head_init="lm_head", parameterization="q")
+    with torch.no_grad():
+        vm.head.weight.mul_(40.0)  # logits of tens of nats, as a real LM head gives
+    batch = collate(synthetic_rollouts(6, 4, seed=seed % 1000), True, True)
+    before = training.target_outputs(vm, batch).double()
+    training.calibrate_bias(vm, batch)
+    after = training.target_outputs(vm, batch).double()
+    shift = after - before
+    assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-4)  # one constant: the ranking is kept
+    assert abs(torch.sigmoid(after).mean().item() - batch.rewards.double().mean().item()) < 1e-4
+    assert abs(torch.sigmoid(before).mean().item() - batch.rewards.double().mean().item()) > 0.05
+
+
+def test_a_run_started_from_the_lm_head_learns(tmp_path, ref_folder, data_folder):
+    cfg = config(tmp_path, ref_folder, data_folder, num_layers=0, parameterization="q", head_init="lm_head")
+    metrics = run_train(dataclass_replace(cfg, steps=150, eval_every=50, save_every=50), progress=False)
+    records = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    first_loss = records[1]["train_loss"]
+    assert first_loss < 1.0, first_loss  # calibrated before the first step: not the loss of "always right"
+    assert metrics["within_prompt_auc"] > 0.9, metrics
+    with pytest.raises(UserError, match="Q-type bernoulli"):
+        run_train(config(tmp_path / "v", ref_folder, data_folder, num_layers=0, head_init="lm_head"), progress=False)
+    with pytest.raises(UserError, match="set num_layers to 0"):
+        run_train(dataclass_replace(cfg, out=tmp_path / "one", num_layers=1), progress=False)
+
+
 def test_checkpoints_from_before_backbone_lr_scale_resume_as_scale_one(tmp_path, ref_folder, data_folder):
     cfg = config(tmp_path, ref_folder, data_folder, steps=10, save_every=10)
     run_train(cfg, progress=False)

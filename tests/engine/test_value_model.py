@@ -34,6 +34,32 @@ def test_from_reference_copies_the_first_layers(arch, tokenizer):
     assert sum(p.numel() for p in vm.backbone.parameters()) < n_ref
 
 
+def test_lm_head_start_gives_pi_refs_logits_centred_over_the_vocabulary(arch, tokenizer, rng):
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    ref = make_causal_lm(arch, len(tokenizer), num_layers=3, seed=seed)
+    vm = ValueModel.from_reference(ref, 3, tokenizer, head_init="lm_head", parameterization="q").eval()  # no dropout
+    ids = torch.randint(0, len(WORDS), (2, 6), generator=rng)
+    with torch.no_grad():
+        out, _ = vm(ids)  # (B, T, V)
+        logits = ref(ids).logits.double()  # (B, T, V)
+    expected = logits - logits.mean(-1, keepdim=True)
+    assert out.shape == expected.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(out.double(), logits, atol=1e-3)  # centred: not π_ref's raw logits
+
+
+def test_lm_head_start_is_refused_where_it_cannot_mean_pi_refs_logits(tokenizer):
+    ref = make_causal_lm("llama", len(tokenizer), num_layers=3)
+    with pytest.raises(UserError, match="all 3 layers"):
+        ValueModel.from_reference(ref, 2, tokenizer, head_init="lm_head", parameterization="q")
+    with pytest.raises(UserError, match="Q-type bernoulli"):
+        ValueModel.from_reference(ref, 3, tokenizer, head_init="lm_head", parameterization="v")
+    with pytest.raises(UserError, match="Q-type bernoulli"):
+        ValueModel.from_reference(ref, 3, tokenizer, head_init="lm_head", parameterization="q", kind="mean")
+    with pytest.raises(UserError, match="head_init must be"):
+        ValueModel.from_reference(ref, 3, tokenizer, head_init="random")
+
+
 def test_from_reference_rejects_too_many_layers(tokenizer):
     with pytest.raises(UserError, match="num_layers"):
         ValueModel.from_reference(make_causal_lm("llama", len(tokenizer), num_layers=2), 3)
