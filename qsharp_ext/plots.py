@@ -17,6 +17,7 @@ from qsharp_ext.io import atomic_write_bytes
 METHOD_STYLE = {
     "qsharp": ("Q♯", "tab:blue", "o"),
     "cd": ("CD", "tab:orange", "s"),
+    "sharpened": ("π_ref, lower T", "tab:gray", "^"),
     "optimal": ("π* (exact)", "black", ""),
 }
 
@@ -25,16 +26,16 @@ def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, tit
     """Accuracy (`y_key`) against KL to π_ref: a line per guided method over η, π_ref as a star at KL = 0."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, (label, color, marker) in METHOD_STYLE.items():
-        points = sorted((r["kl"], r[y_key], r["eta"]) for r in rows if r["method"] == method)
+        points = sorted((r["kl"], r[y_key], point_label(r)) for r in rows if r["method"] == method)
         if not points:
             continue
         kls, ys, _ = zip(*points, strict=True)
         style = "--" if method == "optimal" else "-"
         ax.plot(kls, ys, style, marker=marker or None, color=color, label=label, zorder=3 if marker else 2)
         if marker:
-            offset = (4, 6) if method == "qsharp" else (4, -12)  # Q♯ labels above the points, CD's below
-            for kl, y, eta in points:
-                ax.annotate(f"η={eta:g}", (kl, y), textcoords="offset points", xytext=offset, fontsize=7, color=color)
+            offset = (4, 6) if method == "qsharp" else (4, -12)  # Q♯ labels above the points, the others below
+            for kl, y, text in points:
+                ax.annotate(text, (kl, y), textcoords="offset points", xytext=offset, fontsize=7, color=color)
     for r in rows:
         if r["method"] == "pi_ref":
             ax.plot([r["kl"]], [r[y_key]], "*", color="tab:green", markersize=13, label="π_ref", zorder=4)
@@ -44,6 +45,11 @@ def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, tit
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def point_label(row: dict[str, Any]) -> str:
+    """η of a guided row; the sampling temperature of a row that has one instead (π_ref sharpened)."""
+    return f"T={row['temperature']:.2g}" if "temperature" in row else f"η={row['eta']:g}"
 
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 120) -> None:
