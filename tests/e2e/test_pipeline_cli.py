@@ -6,9 +6,11 @@ import math
 
 import pytest
 
+from qsharp_ext.config import parse_config
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import load_prompt_rewards
 from qsharp_ext.pipeline import PipelineConfig, train_config
+from qsharp_ext.training import check_config
 from tests.e2e.test_cli import run_cli
 
 SMALL: list[str] = []  # the smoke recipe as it ships
@@ -107,7 +109,10 @@ def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path)
     assert result.returncode == 1 and "mean head" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_lm_head_start_goes_to_the_qsharp_head_only(tmp_path):
-    cfg = PipelineConfig(out=tmp_path, parameterization="q", num_layers=0, head_init="lm_head")
-    assert train_config(cfg, "ref", 1, "bernoulli").head_init == "lm_head"
-    assert train_config(cfg, "ref", 1, "mean").head_init == "fresh"  # CD's mean head cannot start as an LM head
+def test_the_lm_head_recipe_starts_the_qsharp_head_only_as_the_lm_head():
+    cfg = parse_config(PipelineConfig, ["--config", "configs/smollm2-arithmetic-lmhead.yaml"], "pipeline", "test")
+    assert (cfg.num_layers, cfg.parameterization, cfg.backbone_lr_scale) == (0, "q", 0.0)
+    qsharp, cd = train_config(cfg, "ref", 1, "bernoulli"), train_config(cfg, "ref", 1, "mean")
+    assert (qsharp.head_init, cd.head_init) == ("lm_head", "fresh")  # CD's mean head cannot start as an LM head
+    for train in (qsharp, cd, train_config(cfg, "ref", 2, "bernoulli")):
+        check_config(train)  # every training run of the recipe is accepted
