@@ -34,7 +34,7 @@ from qsharp_ext.evaluation import load_prompt_rewards, paired_gain
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import load_reference
 from qsharp_ext.plots import accuracy_kl_plot
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, lm_head_weights
 
 
 @dataclasses.dataclass
@@ -55,13 +55,10 @@ def sharpening_model(ref_model, tokenizer) -> ValueModel:
     """All of π_ref's layers plus a Q-type mean head that outputs π_ref's own logits."""
     layers = ref_model.config.num_hidden_layers
     model = ValueModel.from_reference(ref_model, layers, tokenizer, kind="mean", parameterization="q")
-    lm_head = ref_model.get_output_embeddings()
-    if lm_head is None or lm_head.weight.shape != model.head.weight.shape:
-        raise UserError("π_ref has no LM head of shape (vocabulary, hidden)")
+    weight, bias = lm_head_weights(ref_model, model.head)
     with torch.no_grad():
-        model.head.weight.copy_(lm_head.weight)
-        bias = getattr(lm_head, "bias", None)
-        model.head.bias.copy_(bias if bias is not None else torch.zeros_like(model.head.bias))
+        model.head.weight.copy_(weight)
+        model.head.bias.copy_(bias)
     return model.eval()
 
 

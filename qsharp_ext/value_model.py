@@ -143,14 +143,10 @@ class ValueModel(nn.Module):
                 f"head_init lm_head needs all {source.config.num_hidden_layers} layers of the model it copies "
                 f"(the LM head reads the last layer), not {layers}: set num_layers to 0"
             )
-        lm_head = source.get_output_embeddings()
-        if lm_head is None or lm_head.weight.shape != self.head.weight.shape:
-            raise UserError("head_init lm_head: the source model has no LM head of shape (vocabulary, hidden)")
+        weight, bias = lm_head_weights(source, self.head)
         with torch.no_grad():
-            weight = lm_head.weight.detach().to(self.head.weight.dtype)
             self.head.weight.copy_(weight - weight.mean(0, keepdim=True))  # (V, H)
-            bias = getattr(lm_head, "bias", None)
-            self.head.bias.copy_(bias - bias.mean() if bias is not None else torch.zeros_like(self.head.bias))
+            self.head.bias.copy_(bias - bias.mean())
 
     # -------------------------------------------------------------------------------------------- run
 
@@ -239,6 +235,17 @@ class ValueModel(nn.Module):
         model = cls(backbone, head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
         return model.eval()
+
+
+def lm_head_weights(source: PreTrainedModel, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """`source`'s LM head as (weight (V, H), bias (V,), zeros when it has none) in `head`'s dtype, refused
+    with one sentence unless it has `head`'s shape (one output per token)."""
+    lm_head = source.get_output_embeddings()
+    if lm_head is None or lm_head.weight.shape != head.weight.shape:
+        raise UserError("the source model has no LM head of the value head's shape (vocabulary, hidden)")
+    weight = lm_head.weight.detach().to(head.weight.dtype)
+    bias = getattr(lm_head, "bias", None)
+    return weight, (bias.detach().to(head.bias.dtype) if bias is not None else torch.zeros_like(head.bias))
 
 
 def check_tokenizer(head_config: ValueHeadConfig, tokenizer: PreTrainedTokenizerBase, where: object) -> None:
