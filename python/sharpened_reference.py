@@ -119,7 +119,7 @@ def run_compare(opts: Compare) -> str:
     columns = ["method", "eta", "temperature", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "kl"]
     header = f"# {opts.evaluation} beside π_ref sharpened ({opts.sharpened}); gains paired with π_ref's samples\n\n"
     atomic_write_text(opts.out / "comparison.md", header + markdown_table(rows, columns))
-    accuracy_kl_plot(rows, opts.out / "comparison.png", "pass@1", "Q♯ and CD against π_ref at a lower temperature")
+    accuracy_kl_plot(rows, opts.out / "comparison.png", "pass@1", "Guided rows against π_ref at a lower temperature")
     return markdown_table(rows, columns)
 
 
