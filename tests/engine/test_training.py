@@ -372,7 +372,8 @@ def test_calibrated_bias_matches_the_reward_rate_and_keeps_the_ranking(tokenizer
     ref = make_causal_lm("llama", len(tokenizer), num_layers=2, seed=seed)
     vm = ValueModel.from_reference(ref, 2, tokenizer, head_init="lm_head", parameterization="q")
     with torch.no_grad():
-        vm.head.weight.mul_(40.0)  # logits of tens of nats, as a real LM head gives
+        vm.head.weight.mul_(40.0)  # logits spread over tens of nats, as a real LM head's are
+        vm.head.bias.add_(30.0)  # and far above 0: as Bernoulli logits they say "always right"
     batch = collate(synthetic_rollouts(6, 4, seed=seed % 1000), True, True)
     before = training.target_outputs(vm, batch).double()
     training.calibrate_bias(vm, batch)
@@ -380,7 +381,7 @@ def test_calibrated_bias_matches_the_reward_rate_and_keeps_the_ranking(tokenizer
     shift = after - before
     assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-4)  # one constant: the ranking is kept
     assert abs(torch.sigmoid(after).mean().item() - batch.rewards.double().mean().item()) < 1e-4
-    assert abs(torch.sigmoid(before).mean().item() - batch.rewards.double().mean().item()) > 0.05
+    assert torch.sigmoid(before).mean().item() > 0.99 > batch.rewards.double().mean().item()  # "always right"
 
 
 def test_a_run_started_from_the_lm_head_learns(tmp_path, ref_folder, data_folder):
