@@ -638,10 +638,10 @@ def start_or_resume(
     tokenizer: PreTrainedTokenizerBase,
     ref_model: PreTrainedModel,
     train_set: list[Rollout],
+    digest: str,
     device: torch.device,
 ) -> tuple[ValueModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, int]:
     """(model, optimizer, scheduler, step): fresh at step 0, or as the latest checkpoint in cfg.out left them."""
-    digest = data_digest(train_set)
     torch.manual_seed(cfg.seed)  # the head's initialization
     saved_steps = checkpoint_steps(cfg.out)
     state = None
@@ -675,7 +675,7 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
     device = dp.device(cfg.device)
     ref_model, tokenizer = layer_source(cfg)
-    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, train_set, device)
+    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, train_set, digest, device)
     del ref_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)

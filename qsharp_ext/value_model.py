@@ -116,14 +116,14 @@ class ValueModel(nn.Module):
     ) -> ValueModel:
         """A value model from π_ref's embeddings and first `num_layers` layers plus a head: a fresh one, or
         (head_init="lm_head") π_ref's own LM head, see `copy_lm_head`."""
+        if head_init not in ("fresh", "lm_head"):
+            raise UserError(f"head_init must be fresh or lm_head, not {head_init!r}")
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
         config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
         model = cls(truncated_backbone(ref_model, num_layers), config)
         if head_init == "lm_head":
             model.copy_lm_head(ref_model)
-        elif head_init != "fresh":
-            raise UserError(f"head_init must be fresh or lm_head, not {head_init!r}")
         return model
 
     def copy_lm_head(self, source: PreTrainedModel) -> None:
