@@ -30,6 +30,12 @@ std::vector<T> to_host(const T* ptr, size_t n) {
 
 bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1.0 + std::fabs(b)); }
 
+// Counts a failed check and prints the first few, so that a failure on a GPU machine says what differed.
+void mismatch(int& failures, const char* what, int64_t row, int64_t j, double got, double want) {
+  if (++failures <= 12) std::printf("  %s row %ld [%ld]: got %.9g, want %.9g\n", what, static_cast<long>(row),
+                                    static_cast<long>(j), got, want);
+}
+
 int run() {
   const int64_t rows = 6, vocab = 3000, k = 8, n_atoms = 5;
   const float temperature = 0.7f;
@@ -73,10 +79,11 @@ int run() {
     std::partial_sort(all.begin(), all.begin() + k, all.end(), [](const auto& a, const auto& b) {
       return a.first > b.first || (a.first == b.first && a.second < b.second);
     });
-    if (!close(lse[r], m + std::log(s), 1e-5)) ++failures;
+    if (!close(lse[r], m + std::log(s), 1e-5)) mismatch(failures, "lse", r, 0, lse[r], m + std::log(s));
     for (int64_t j = 0; j < k; ++j) {
-      if (ids[r * k + j] != all[j].second) ++failures;
-      if (!close(logp[r * k + j], all[j].first / temperature - lse[r], 1e-5)) ++failures;
+      if (ids[r * k + j] != all[j].second) mismatch(failures, "id", r, j, ids[r * k + j], all[j].second);
+      const double want = all[j].first / temperature - lse[r];
+      if (!close(logp[r * k + j], want, 1e-5)) mismatch(failures, "ref_logp", r, j, logp[r * k + j], want);
     }
   }
 
@@ -108,12 +115,15 @@ int run() {
           std::vector<float> off(k), key(k);
           std::vector<int64_t> order(k), sorted_ids(k);
           const qsharp::StepRow<float> row{logits.data() + r * vocab, vocab, temperature, ids.data() + r * k,
-                                           logp.data() + r * k, lse[r], k, head_out.data() + r * k * n_atoms, head,
+                                           logp.data() + r * k, lse[r], k, head_out.data() + r * k * n, head,
                                            atoms.data(), n, eta[r], floor[r], cands_only, top_p, noise[r]};
           const auto want = qsharp::guided_step_row(row, {off.data(), key.data(), order.data(), sorted_ids.data()});
-          if (token[r] != want.token || cand[r] != want.cand_index || !close(pi[r], want.logp_pi, 1e-4) ||
-              !close(ref[r], want.logp_ref, 1e-5) || !close(kl[r], want.kl, 1e-4))
-            ++failures;
+          const int64_t config = (head * 2 + (top_p < 1.0)) * 2 + cands_only;  // which of the 12 settings
+          if (token[r] != want.token) mismatch(failures, "token", r, config, token[r], want.token);
+          if (cand[r] != want.cand_index) mismatch(failures, "cand", r, config, cand[r], want.cand_index);
+          if (!close(pi[r], want.logp_pi, 1e-4)) mismatch(failures, "logp_pi", r, config, pi[r], want.logp_pi);
+          if (!close(ref[r], want.logp_ref, 1e-5)) mismatch(failures, "logp_ref", r, config, ref[r], want.logp_ref);
+          if (!close(kl[r], want.kl, 1e-4)) mismatch(failures, "kl", r, config, kl[r], want.kl);
         }
       }
     }

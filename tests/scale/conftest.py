@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -17,19 +18,31 @@ from qsharp_ext.value_model import ValueModel
 class CrashingTask(FirstTokenTask):
     """The first-token task, except that scoring `crash_prompt` kills the process while `kills` holds a count > 0.
 
-    The count lives in a file so that every Ray worker (and each restart of one) shares it.
+    The count lives in a file so that every Ray worker (and each restart of one) shares it. With
+    `crash_after` (a folder), the kill waits until a finished unit is saved there, so that a test of what
+    a crash keeps does not depend on which worker Ray schedules first.
     """
 
-    def __init__(self, kills: Path, crash_prompt: str, **kwargs) -> None:
+    def __init__(self, kills: Path, crash_prompt: str, crash_after: Path | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.kills, self.crash_prompt = kills, crash_prompt
+        self.kills, self.crash_prompt, self.crash_after = kills, crash_prompt, crash_after
 
     def reward(self, problem: Problem, text: str) -> float:
         left = int(self.kills.read_text()) if self.kills.is_file() else 0
         if problem.id == self.crash_prompt and left > 0:
+            wait_for_a_finished_unit(self.crash_after)
             self.kills.write_text(str(left - 1))
             os.kill(os.getpid(), signal.SIGKILL)
         return super().reward(problem, text)
+
+
+def wait_for_a_finished_unit(folder: Path | None, timeout: float = 120.0) -> None:
+    """Return once `folder` holds a saved unit (a .json other than settings.json), or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while folder is not None and time.monotonic() < deadline:
+        if any(p.name != "settings.json" for p in folder.glob("*.json")):
+            return
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

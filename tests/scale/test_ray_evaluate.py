@@ -37,8 +37,9 @@ def test_a_worker_that_keeps_dying_loses_no_finished_batch_and_the_rerun_complet
     expected = run_evaluate(local, small_task, progress=False)
     kills = tmp_path / "kills"
     kills.write_text("100")  # more than the restarts Ray is allowed
-    task = CrashingTask(kills, crash_prompt=small_task.eval_problems()[-1].id, n_train=8, n_eval=4, seed=1)
     cfg = dataclasses.replace(local, out=tmp_path / "ray", backend="ray", num_workers=2)
+    crash_prompt = small_task.eval_problems()[-1].id  # in the second batch; the crash waits for a saved batch
+    task = CrashingTask(kills, crash_prompt, crash_after=cfg.out / "units", n_train=8, n_eval=4, seed=1)
     with pytest.raises(UserError, match="run the same command again"):
         run_evaluate(cfg, task, progress=False)
     kept = [p.name for p in (cfg.out / "units").glob("*.json") if p.name != "settings.json"]
