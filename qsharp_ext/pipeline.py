@@ -67,8 +67,9 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     parameterization: str = "v"
     """v (score each candidate prefix) or q (one distribution per next token)."""
     head_init: str = "fresh"
-    """Q♯ head's start: fresh, or lm_head (a Q-type bernoulli head on all layers, num_layers 0, starts as the
-    source model's LM head; see `train --help`). The CD baseline's mean head always starts fresh."""
+    """Q♯ head's start: fresh (small weights), linear (torch.nn.Linear's scale; the CD baseline's head too), or
+    lm_head (a Q-type bernoulli head on all layers, num_layers 0, starts as the source model's LM head; see
+    `train --help`; the CD baseline's mean head then starts fresh)."""
     prefix_extension: bool = True
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
     fit: str = "likelihood"
@@ -135,7 +136,7 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         num_layers=cfg.num_layers,
         kind=kind,
         parameterization=cfg.parameterization,
-        head_init=cfg.head_init if kind != "mean" else "fresh",
+        head_init="fresh" if kind == "mean" and cfg.head_init == "lm_head" else cfg.head_init,
         prefix_extension=cfg.prefix_extension,
         fit=cfg.fit if kind != "mean" else "likelihood",
         steps=cfg.train_steps,

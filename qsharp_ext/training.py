@@ -49,7 +49,7 @@ from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, 
 from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, check_head_init
 
 STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
@@ -81,7 +81,9 @@ class TrainConfig:
     parameterization: str = "v"
     """v: position t scores the prefix ending with token t; q: it scores every possible next token."""
     head_init: str = "fresh"
-    """fresh: a small random head; lm_head: a Q-type bernoulli head on all of the source model's layers
+    """fresh: a small random head (std 0.02/√H); linear: a random head at torch.nn.Linear's scale, U(±1/√H), whose
+    direction Adam's first steps do not scramble (it learned the star graph's last hops much faster); lm_head: a
+    Q-type bernoulli head on all of the source model's layers
     (num_layers 0) starts as its LM head, centred, so that it first ranks next tokens as π_ref does; its
     bias is then shifted to the training data's reward rate. Ignored with init_value_model."""
     n_atoms: int = 11
@@ -142,8 +144,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"parameterization must be 'v' or 'q', not {cfg.parameterization!r}")
     if cfg.fit not in ("likelihood", "mse"):
         raise UserError(f"fit must be likelihood or mse, not {cfg.fit!r}")
-    if cfg.head_init not in ("fresh", "lm_head"):
-        raise UserError(f"head_init must be fresh or lm_head, not {cfg.head_init!r}")
+    check_head_init(cfg.head_init)
     if cfg.head_init == "lm_head" and (cfg.parameterization, cfg.kind) != ("q", "bernoulli"):
         raise UserError("head_init lm_head needs a Q-type bernoulli head (parameterization q, kind bernoulli)")
     if cfg.schedule not in ("cosine", "constant"):

@@ -109,6 +109,13 @@ def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path)
     assert result.returncode == 1 and "mean head" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("head_init", ["fresh", "linear"])
+def test_a_random_head_start_applies_to_the_cd_head_too(head_init):
+    cfg = parse_config(PipelineConfig, ["--config", "configs/smoke.yaml", "--head-init", head_init], "pipeline", "t")
+    qsharp, cd = train_config(cfg, "ref", 1, "bernoulli"), train_config(cfg, "ref", 1, "mean")
+    assert (qsharp.head_init, cd.head_init) == (head_init, head_init)
+
+
 def test_the_lm_head_recipe_starts_the_qsharp_head_only_as_the_lm_head():
     cfg = parse_config(PipelineConfig, ["--config", "configs/smollm2-arithmetic-lmhead.yaml"], "pipeline", "test")
     assert (cfg.num_layers, cfg.parameterization, cfg.backbone_lr_scale) == (0, "q", 0.0)

@@ -397,6 +397,18 @@ def test_a_run_started_from_the_lm_head_learns(tmp_path, ref_folder, data_folder
         run_train(dataclass_replace(cfg, out=tmp_path / "one", num_layers=1), progress=False)
 
 
+def test_a_run_started_from_a_linear_scale_head_saves_that_start_and_unknown_starts_are_refused(
+    tmp_path, ref_folder, data_folder
+):
+    cfg = config(tmp_path, ref_folder, data_folder, head_init="linear", steps=1, lr=1e-7, save_every=1)
+    run_train(cfg, progress=False)
+    weight = load_file(cfg.out / "model" / "value_head.safetensors")["weight"].double()
+    hidden = weight.shape[1]
+    assert weight.abs().max() <= hidden**-0.5 + 1e-6 and weight.std() > 0.3 * hidden**-0.5  # not the 0.02/√H start
+    with pytest.raises(UserError, match="head_init must be one of fresh, linear, lm_head"):
+        run_train(config(tmp_path / "bad", ref_folder, data_folder, head_init="random"), progress=False)
+
+
 def test_checkpoints_from_before_backbone_lr_scale_resume_as_scale_one(tmp_path, ref_folder, data_folder):
     cfg = config(tmp_path, ref_folder, data_folder, steps=10, save_every=10)
     run_train(cfg, progress=False)

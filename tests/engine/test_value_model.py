@@ -48,6 +48,23 @@ def test_lm_head_start_gives_pi_refs_logits_centred_over_the_vocabulary(arch, to
     assert not torch.allclose(out.double(), logits, atol=1e-3)  # centred: not π_ref's raw logits
 
 
+@pytest.mark.parametrize("parameterization, kind", [("v", "bernoulli"), ("q", "bernoulli"), ("v", "histogram")])
+def test_linear_start_draws_the_head_at_torch_linears_scale_and_keeps_the_backbone(parameterization, kind, tokenizer):
+    ref = make_causal_lm("llama", len(tokenizer), num_layers=2)
+    fresh = ValueModel.from_reference(ref, 2, tokenizer, parameterization=parameterization, kind=kind, n_atoms=5)
+    linear = ValueModel.from_reference(
+        ref, 2, tokenizer, head_init="linear", parameterization=parameterization, kind=kind, n_atoms=5
+    )
+    hidden = ref.config.hidden_size
+    weight = linear.head.weight.detach().double()
+    bound = hidden**-0.5
+    assert weight.abs().max() <= bound and torch.all(linear.head.bias == 0)
+    assert abs(weight.std().item() - bound / 3**0.5) < 0.15 * bound  # uniform on ±1/√H: std 1/√(3H)
+    assert weight.std() > 10 * fresh.head.weight.detach().double().std()  # the fresh head is 0.02/√H
+    for (name, a), b in zip(linear.backbone.state_dict().items(), fresh.backbone.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 def test_lm_head_start_is_refused_where_it_cannot_mean_pi_refs_logits(tokenizer):
     ref = make_causal_lm("llama", len(tokenizer), num_layers=3)
     with pytest.raises(UserError, match="all 3 layers"):
