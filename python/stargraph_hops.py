@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import tyro
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
+from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import StarGraphTask
@@ -42,24 +44,35 @@ class HopsConfig:
     """One value model trained on exactly labelled walks; its accuracy per hop is logged as it learns."""
 
     out: Path = Path("runs/stargraph-hops")
+    """Folder for hops.json, hops.md and hops.png."""
     degree: int = 2
+    """d: arms of the star."""
     path_len: int = 5
+    """l: nodes from the source to the goal, both included (the first step is l − 2 hops from the goal)."""
     n_labels: int = 50
+    """Node labels to draw from (must match π_ref's vocabulary with --ref)."""
     ref: Path | None = None
     """A pretrained star-graph π_ref (a folder of `stargraph.py`'s cache): the value model starts from all of
     its layers. Without it, from random weights with `layers` layers."""
     layers: int = 4
+    """Layers of the value model from random weights (ignored with --ref)."""
     hidden: int = 128
+    """Width of the value model from random weights (ignored with --ref)."""
     head_init: str = "linear"
     """The value head's start: linear (torch.nn.Linear's scale) or fresh (the library's small default)."""
     steps: int = 3000
+    """Training steps, each on `batch` new graphs."""
     batch: int = 64
     lr: float = 3e-4
+    """AdamW learning rate (no weight decay, no schedule)."""
     every: int = 250
     """Evaluate every this many steps."""
     n_held_out: int = 1024
+    """Held-out graphs scored at each evaluation (every arm of each)."""
     threads: int = 1
+    """torch CPU threads."""
     device: str = "cpu"
+    """cpu or cuda."""
     seed: int = 0
 
 
@@ -132,10 +145,8 @@ def run(cfg: HopsConfig) -> dict:
     task = StarGraphTask(cfg.degree, cfg.path_len, cfg.n_labels, n_pretrain=0, n_posttrain=0, n_test=0)
     model = build_model(cfg, task).to(cfg.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    rng, held_out = (
-        np.random.default_rng([cfg.seed, 1]),
-        draw(task, np.random.default_rng([cfg.seed, 2]), cfg.n_held_out),
-    )
+    rng = np.random.default_rng([cfg.seed, 1])  # training walks; the held-out graphs come from their own stream
+    held_out = draw(task, np.random.default_rng([cfg.seed, 2]), cfg.n_held_out)
     curve, losses, start = [], [], time.perf_counter()
     for step in tqdm(range(1, cfg.steps + 1), desc="value model", unit="step"):
         w = walks(task, draw(task, rng, cfg.batch), rng.integers(task.degree, size=cfg.batch).tolist())
@@ -193,7 +204,12 @@ def report(result: dict, out: Path) -> None:
 
 def main() -> None:
     cfg = tyro.cli(HopsConfig, description=__doc__)
-    report(run(cfg), cfg.out)
+    if min(cfg.steps, cfg.batch, cfg.every, cfg.n_held_out) < 1:
+        sys.exit("error: steps, batch, every and n_held_out must be at least 1")
+    try:
+        report(run(cfg), cfg.out)
+    except UserError as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
