@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,7 +31,7 @@ from qsharp_ext.io import atomic_write_text
 HeadKind = Literal["bernoulli", "histogram", "mean"]
 Parameterization = Literal["v", "q"]
 HeadInit = Literal["fresh", "linear", "lm_head"]
-HEAD_INITS: tuple[str, ...] = ("fresh", "linear", "lm_head")
+HEAD_INITS: tuple[str, ...] = get_args(HeadInit)
 HEAD_FILE, META_FILE = "value_head.safetensors", "qsharp_value.json"
 
 

@@ -36,11 +36,16 @@ class CrashingTask(FirstTokenTask):
         return super().reward(problem, text)
 
 
+def saved_units(folder: Path) -> list[str]:
+    """File names of the finished units an evaluation saved in `folder` (every .json but settings.json)."""
+    return [p.name for p in folder.glob("*.json") if p.name != "settings.json"]
+
+
 def wait_for_a_finished_unit(folder: Path | None, timeout: float = 120.0) -> None:
-    """Return once `folder` holds a saved unit (a .json other than settings.json), or after `timeout` seconds."""
+    """Return once `folder` holds a saved unit, or after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while folder is not None and time.monotonic() < deadline:
-        if any(p.name != "settings.json" for p in folder.glob("*.json")):
+        if saved_units(folder):
             return
         time.sleep(0.05)
 

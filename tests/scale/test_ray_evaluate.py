@@ -7,7 +7,7 @@ import pytest
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import run_evaluate
-from tests.scale.conftest import CrashingTask, evaluate_config
+from tests.scale.conftest import CrashingTask, evaluate_config, saved_units
 
 pytest.importorskip("ray")
 
@@ -42,7 +42,7 @@ def test_a_worker_that_keeps_dying_loses_no_finished_batch_and_the_rerun_complet
     task = CrashingTask(kills, crash_prompt, crash_after=cfg.out / "units", n_train=8, n_eval=4, seed=1)
     with pytest.raises(UserError, match="run the same command again"):
         run_evaluate(cfg, task, progress=False)
-    kept = [p.name for p in (cfg.out / "units").glob("*.json") if p.name != "settings.json"]
+    kept = saved_units(cfg.out / "units")
     assert kept and all(not name.endswith("-2.json") for name in kept)  # batches of the first two prompts only
     kills.write_text("0")
     rows = run_evaluate(cfg, task, progress=False)
