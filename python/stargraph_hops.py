@@ -32,6 +32,7 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import StarGraphTask
@@ -65,6 +66,11 @@ class HopsConfig:
     batch: int = 64
     lr: float = 3e-4
     """AdamW learning rate (no weight decay, no schedule)."""
+    future_tokens: int = 0
+    """K of the future-token auxiliary objective: at every node of the walk, heads also predict the walk's
+    next 1 … K nodes (0: BCE alone)."""
+    future_weight: float = 1.0
+    """λ: the auxiliary loss's weight beside BCE."""
     every: int = 250
     """Evaluate every this many steps."""
     n_held_out: int = 1024
@@ -144,14 +150,23 @@ def run(cfg: HopsConfig) -> dict:
     torch.manual_seed(cfg.seed)
     task = StarGraphTask(cfg.degree, cfg.path_len, cfg.n_labels, n_pretrain=0, n_posttrain=0, n_test=0)
     model = build_model(cfg, task).to(cfg.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    heads = FutureTokenHeads(model.backbone.get_input_embeddings().weight.detach(), cfg.future_tokens).to(cfg.device)
+    params = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     rng = np.random.default_rng([cfg.seed, 1])  # training walks; the held-out graphs come from their own stream
     held_out = draw(task, np.random.default_rng([cfg.seed, 2]), cfg.n_held_out)
     curve, losses, start = [], [], time.perf_counter()
     for step in tqdm(range(1, cfg.steps + 1), desc="value model", unit="step"):
         w = walks(task, draw(task, rng, cfg.batch), rng.integers(task.degree, size=cfg.batch).tolist())
-        head_out = model(w.ids.to(cfg.device))[0][:, w.first_node :]
+        ids = w.ids.to(cfg.device)
+        hidden = model.backbone(input_ids=ids).last_hidden_state[:, w.first_node :]  # (B, nodes, H)
+        head_out = model.head_outputs(hidden)
         loss = model.loss(head_out, w.labels.to(cfg.device)[:, None].expand_as(head_out))
+        if heads.k and cfg.future_weight:
+            nodes = torch.arange(w.first_node, ids.shape[1])
+            rows, cols = torch.meshgrid(torch.arange(ids.shape[0]), nodes, indexing="ij")  # (B, nodes) each
+            targets = future_targets(ids, torch.ones_like(ids), rows.flatten(), cols.flatten(), heads.k)
+            loss = loss + cfg.future_weight * future_token_loss(heads(hidden.flatten(0, 1)), targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

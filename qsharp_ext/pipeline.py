@@ -74,6 +74,14 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
     fit: str = "likelihood"
     """Q♯ head's loss: likelihood (BCE / two-hot NLL) or mse (regress its expected reward; an ablation)."""
+    future_tokens: int = 0
+    """K of the future-token auxiliary objective (both value models): training-only heads also predict the
+    roll-out's next 1 … K tokens at every target position; 0: off. See `train --help`."""
+    future_weight: float = 1.0
+    """λ: the future-token loss's weight beside the value loss."""
+    group_by_prompt: bool = False
+    """Keep all roll-outs of a prompt in the same training batch (make batch_size a multiple of
+    samples_per_prompt)."""
     train_steps: int = 200
     """Optimizer steps per round."""
     batch_size: int = 16
@@ -139,6 +147,9 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         head_init="fresh" if kind == "mean" and cfg.head_init == "lm_head" else cfg.head_init,
         prefix_extension=cfg.prefix_extension,
         fit=cfg.fit if kind != "mean" else "likelihood",
+        future_tokens=cfg.future_tokens,
+        future_weight=cfg.future_weight,
+        group_by_prompt=cfg.group_by_prompt,
         steps=cfg.train_steps,
         batch_size=cfg.batch_size,
         lr=cfg.lr,

@@ -44,6 +44,7 @@ from qsharp_ext import distributions as D
 from qsharp_ext import metrics as M
 from qsharp_ext.config import from_recorded
 from qsharp_ext.errors import UserError
+from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
 from qsharp_ext.io import atomic_write_text, write_json
 from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_device, resolve_dtype
 from qsharp_ext.plots import save_figure
@@ -55,7 +56,13 @@ STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
 RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
 # Fields added after checkpoints were written, with the value those checkpoints were trained with.
-INTRODUCED = {"backbone_lr_scale": 1.0, "head_init": "fresh"}
+INTRODUCED = {
+    "backbone_lr_scale": 1.0,
+    "head_init": "fresh",
+    "future_tokens": 0,
+    "future_weight": 1.0,
+    "group_by_prompt": False,
+}
 
 
 @dataclasses.dataclass
@@ -97,6 +104,14 @@ class TrainConfig:
     fit: str = "likelihood"
     """likelihood: the head's own loss (BCE, two-hot NLL, MSE for mean); mse: regress the head's expected
     reward by MSE (the paper's ablation of the distributional loss)."""
+    future_tokens: int = 0
+    """K of the future-token auxiliary objective: at every target position, training-only heads also predict
+    the roll-out's next 1 … K tokens (cross-entropy; see future_tokens.py). 0: off. The heads are not saved."""
+    future_weight: float = 1.0
+    """λ: the weight of the future-token loss beside the value loss (0: off)."""
+    group_by_prompt: bool = False
+    """Keep all roll-outs of a prompt in the same batch (batch_size should be a multiple of the samples per
+    prompt), so the value model compares continuations of one prompt step by step."""
     steps: int = 200
     """Optimizer steps; raising it on a finished run continues from its last checkpoint."""
     batch_size: int = 16
@@ -160,8 +175,11 @@ def check_config(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if not value > 0:
             raise UserError(f"{name} must be positive, got {value}")
-    if cfg.warmup_steps < 0 or cfg.grad_clip < 0 or cfg.weight_decay < 0 or (cfg.num_layers or 0) < 0:
-        raise UserError("warmup_steps, grad_clip, weight_decay and num_layers must not be negative")
+    nonnegative = (cfg.warmup_steps, cfg.grad_clip, cfg.weight_decay, cfg.num_layers or 0, cfg.future_tokens)
+    if min(nonnegative) < 0 or not cfg.future_weight >= 0:
+        raise UserError(
+            "warmup_steps, grad_clip, weight_decay, num_layers, future_tokens and future_weight must not be negative"
+        )
     if not 0 <= cfg.backbone_lr_scale <= 1:
         raise UserError(f"backbone_lr_scale must be in [0, 1], got {cfg.backbone_lr_scale}")
     resolve_dtype(cfg.dtype, cfg.device)
@@ -289,16 +307,32 @@ def data_digest(rollouts: list[Rollout]) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def epoch_order(seed: int, epoch: int, n: int) -> tuple[int, ...]:
-    """The seeded permutation of the n training trajectories used in `epoch`."""
+def epoch_order(seed: int, epoch: int, n: int, groups: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The seeded permutation of the n training trajectories used in `epoch`.
+
+    With `groups` (a group id per trajectory) the groups are permuted instead, and each group's
+    trajectories follow one another in data order.
+    """
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return tuple(torch.randperm(n, generator=generator).tolist())
+    if groups is None:
+        return tuple(torch.randperm(n, generator=generator).tolist())
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    blocks = list(members.values())
+    return tuple(i for b in torch.randperm(len(blocks), generator=generator).tolist() for i in blocks[b])
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+def batch_indices(step: int, batch_size: int, n: int, seed: int, groups: tuple[int, ...] | None = None) -> list[int]:
     """Trajectories of the batch at 0-based `step`: positions step·B … step·B + B − 1 of the epoch stream."""
     positions = range(step * batch_size, (step + 1) * batch_size)
-    return [epoch_order(seed, p // n, n)[p % n] for p in positions]
+    return [epoch_order(seed, p // n, n, groups)[p % n] for p in positions]
+
+
+def prompt_groups(rollouts: list[Rollout]) -> tuple[int, ...]:
+    """A group id per trajectory: the same for every trajectory of one prompt."""
+    ids: dict[str, int] = {}
+    return tuple(ids.setdefault(r.prompt_id, len(ids)) for r in rollouts)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -317,15 +351,24 @@ def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.
     return out.squeeze(-1) if per_token == 1 else out
 
 
-def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
+def target_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """The backbone's hidden state at every target of the batch, from one pass per sequence: (N, H)."""
     hidden = model.backbone(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
     ).last_hidden_state  # (B, T, H)
-    hidden = hidden[batch.rows, batch.cols]  # (N, H)
+    return hidden[batch.rows, batch.cols]  # (N, H)
+
+
+def outputs_at_targets(model: ValueModel, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Head outputs from the targets' hidden states (N, H): (N,) or (N, n)."""
     if model.is_q_type:
         return q_outputs_for_tokens(model, hidden, batch.next_ids)
     return model.head_outputs(hidden)
+
+
+def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
+    return outputs_at_targets(model, target_hidden(model, batch), batch)
 
 
 def calibrate_bias(model: ValueModel, batch: Batch) -> None:
@@ -350,6 +393,26 @@ def batch_loss(model: ValueModel, batch: Batch, fit: str = "likelihood") -> torc
     return model.loss(target_outputs(model, batch), batch.rewards, fit)
 
 
+def batch_losses(
+    model: ValueModel, batch: Batch, fit: str, heads: FutureTokenHeads | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(value loss, future-token loss or None without heads), both from the same backbone pass."""
+    hidden = target_hidden(model, batch)  # (N, H)
+    value = model.loss(outputs_at_targets(model, hidden, batch), batch.rewards, fit)
+    if heads is None:
+        return value, None
+    targets = future_targets(batch.input_ids, batch.attention_mask, batch.rows, batch.cols, heads.k)  # (N, K)
+    return value, future_token_loss(heads(hidden), targets)
+
+
+def future_heads(model: ValueModel, cfg: TrainConfig) -> FutureTokenHeads | None:
+    """The training-only future-token heads, or None when the objective is off (K or λ is 0)."""
+    if cfg.future_tokens == 0 or cfg.future_weight == 0:
+        return None
+    embeddings = model.backbone.get_input_embeddings().weight.detach()
+    return FutureTokenHeads(embeddings, cfg.future_tokens).to(embeddings.device)
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """Multiplier of the peak lr at 0-based `step`: linear warm-up, then cosine to 0 or constant."""
     if step < warmup_steps:
@@ -361,11 +424,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 
 
 def make_optimizer(
-    model: ValueModel, cfg: TrainConfig
+    model: ValueModel, cfg: TrainConfig, heads: FutureTokenHeads | None = None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with the head at lr and the backbone at lr × backbone_lr_scale (frozen, and left out, at 0)."""
+    """AdamW with the heads at lr and the backbone at lr × backbone_lr_scale (frozen, and left out, at 0)."""
     model.backbone.requires_grad_(cfg.backbone_lr_scale > 0)
-    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr}]
+    head_params = [*model.head.parameters(), *(heads.parameters() if heads is not None else ())]
+    groups = [{"params": head_params, "lr": cfg.lr}]
     if cfg.backbone_lr_scale > 0:
         groups.append({"params": list(model.backbone.parameters()), "lr": cfg.lr * cfg.backbone_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -385,30 +449,36 @@ def train_step(
     cfg: TrainConfig,
     device: torch.device,
     dp: DataParallel | None = None,
+    heads: FutureTokenHeads | None = None,
 ) -> dict[str, float]:
-    """One optimizer step; returns the batch loss and the lr it used.
+    """One optimizer step; returns the batch's value loss (and future-token loss with `heads`) and the lr.
 
     Data-parallel (`dp` of several processes): `batch` is this process's share; the loss and gradients are
     those of the whole global batch (see scale/data_parallel.py).
     """
-    model.train()
+    trained = torch.nn.ModuleList([model, *([heads] if heads is not None else [])])
+    trained.train()
     with autocast(device, cfg.bf16):
-        loss = batch_loss(model, batch.to(device), cfg.fit)
+        value, future = batch_losses(model, batch.to(device), cfg.fit, heads)
+    loss = value if future is None else value + cfg.future_weight * future
     optimizer.zero_grad(set_to_none=True)
-    if dp is None or dp.world_size == 1:
-        loss.backward()
-        train_loss = loss.item()
-    else:  # weight this share by its target positions, as one mean over the global batch would
-        positions, total = batch.rewards.numel(), dp.sum(batch.rewards.numel())
-        (loss * (positions / total)).backward()
-        dp.sum_gradients(model)
-        train_loss = dp.sum(loss.item() * positions) / total
+    distributed = dp is not None and dp.world_size > 1
+    share = 1.0
+    if distributed:  # weight this share by its target positions, as one mean over the global batch would
+        positions = batch.rewards.numel()
+        share = positions / dp.sum(positions)
+    (loss * share).backward()
+    if distributed:
+        dp.sum_gradients(trained)
     if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.grad_clip)
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
-    return {"train_loss": train_loss, "lr": lr}
+    record = {"train_loss": dp.sum(value.item() * share) if distributed else value.item(), "lr": lr}
+    if future is not None:
+        record["future_loss"] = dp.sum(future.item() * share) if distributed else future.item()
+    return record
 
 
 HELD_OUT_METRICS = ("eval_loss", "constant_loss", "roc_auc", "within_prompt_auc", "ece", "accuracy")
@@ -509,10 +579,12 @@ def save_model(model: ValueModel, tokenizer: PreTrainedTokenizerBase, final: Pat
     replace_folder(tmp, final)
 
 
-def trainer_state(step: int, optimizer, scheduler, cfg: TrainConfig, digest: str) -> dict[str, Any]:
+def trainer_state(step: int, optimizer, scheduler, cfg: TrainConfig, digest: str, heads=None) -> dict[str, Any]:
+    """What a resumed run needs beyond the saved value model; the future-token heads live only here."""
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return {
         "step": step,
+        "future_heads": heads.state_dict() if heads is not None else None,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -522,9 +594,12 @@ def trainer_state(step: int, optimizer, scheduler, cfg: TrainConfig, digest: str
     }
 
 
-def save_checkpoint(model, tokenizer, step: int, optimizer, scheduler, cfg: TrainConfig, digest: str) -> None:
+def save_checkpoint(
+    model, tokenizer, step: int, optimizer, scheduler, cfg: TrainConfig, digest: str, heads=None
+) -> None:
     """checkpoints/step-N (atomic), then drop all but the last two."""
-    save_model(model, tokenizer, checkpoint_path(cfg.out, step), trainer_state(step, optimizer, scheduler, cfg, digest))
+    state = trainer_state(step, optimizer, scheduler, cfg, digest, heads)
+    save_model(model, tokenizer, checkpoint_path(cfg.out, step), state)
     for old in checkpoint_steps(cfg.out)[:-2]:
         shutil.rmtree(checkpoint_path(cfg.out, old))
 
@@ -542,8 +617,10 @@ def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where:
         raise UserError(f"{where} is already past steps={cfg.steps}; raise --steps or use a new --out folder")
 
 
-def restore(model, optimizer, scheduler, state: dict[str, Any]) -> int:
-    """Optimizer, scheduler and RNG as they were at the checkpoint; returns its step."""
+def restore(optimizer, scheduler, state: dict[str, Any], heads=None) -> int:
+    """Future-token heads, optimizer, scheduler and RNG as they were at the checkpoint; returns its step."""
+    if heads is not None:
+        heads.load_state_dict(state["future_heads"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
@@ -639,10 +716,12 @@ def start_or_resume(
     tokenizer: PreTrainedTokenizerBase,
     ref_model: PreTrainedModel,
     train_set: list[Rollout],
+    groups: tuple[int, ...] | None,
     digest: str,
     device: torch.device,
-) -> tuple[ValueModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, int]:
-    """(model, optimizer, scheduler, step): fresh at step 0, or as the latest checkpoint in cfg.out left them."""
+) -> tuple[ValueModel, FutureTokenHeads | None, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, int]:
+    """(model, future-token heads, optimizer, scheduler, step): fresh at step 0, or as the latest checkpoint in
+    cfg.out left them."""
     torch.manual_seed(cfg.seed)  # the head's initialization
     saved_steps = checkpoint_steps(cfg.out)
     state = None
@@ -656,12 +735,13 @@ def start_or_resume(
     model.to(device)
     if state is None and cfg.head_init == "lm_head" and cfg.init_value_model is None:
         # the first step's whole batch (not a process's share): every process shifts by the same amount
-        first = [train_set[i] for i in batch_indices(0, cfg.batch_size, len(train_set), cfg.seed)]
+        first = [train_set[i] for i in batch_indices(0, cfg.batch_size, len(train_set), cfg.seed, groups)]
         pad_id = tokenizer.pad_token_id or 0
         calibrate_bias(model, collate(first, True, cfg.prefix_extension, pad_id).to(device))
-    optimizer, scheduler = make_optimizer(model, cfg)
-    step = restore(model, optimizer, scheduler, state) if state is not None else 0
-    return model, optimizer, scheduler, step
+    heads = future_heads(model, cfg)
+    optimizer, scheduler = make_optimizer(model, cfg, heads)
+    step = restore(optimizer, scheduler, state, heads) if state is not None else 0
+    return model, heads, optimizer, scheduler, step
 
 
 def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
@@ -676,7 +756,10 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
     device = dp.device(cfg.device)
     ref_model, tokenizer = layer_source(cfg)
-    model, optimizer, scheduler, step = start_or_resume(cfg, tokenizer, ref_model, train_set, digest, device)
+    groups = prompt_groups(train_set) if cfg.group_by_prompt else None
+    model, heads, optimizer, scheduler, step = start_or_resume(
+        cfg, tokenizer, ref_model, train_set, groups, digest, device
+    )
     del ref_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -694,15 +777,15 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=cfg.steps, initial=step, desc="training value model", disable=not (progress and dp.is_main),
                leave=False)  # fmt: skip
     while step < cfg.steps:
-        indices = dp.shard(batch_indices(step, cfg.batch_size, len(train_set), cfg.seed))
+        indices = dp.shard(batch_indices(step, cfg.batch_size, len(train_set), cfg.seed, groups))
         batch = collate([train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id)
-        record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device, dp)}
+        record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device, dp, heads)}
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record |= evaluate(model, eval_set, cfg, device)
         records.append(log(record))
         if dp.is_main and (step % cfg.save_every == 0 or step == cfg.steps):
-            save_checkpoint(model, tokenizer, step, optimizer, scheduler, cfg, digest)
+            save_checkpoint(model, tokenizer, step, optimizer, scheduler, cfg, digest, heads)
         bar.update(1)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", lr=f"{record['lr']:.2e}")
     bar.close()

@@ -423,3 +423,58 @@ def test_checkpoints_from_before_backbone_lr_scale_resume_as_scale_one(tmp_path,
     assert (cfg.out / "checkpoints" / "step-20").is_dir()
     with pytest.raises(UserError, match=r"backbone_lr_scale must be in \[0, 1\], got 2"):
         run_train(dataclass_replace(cfg, backbone_lr_scale=2.0), progress=False)
+
+
+# ------------------------------------------------------------------------------ future-token objective
+
+
+def test_future_tokens_off_reproduces_plain_training_and_on_changes_it(tmp_path, ref_folder, data_folder):
+    plain = config(tmp_path / "plain", ref_folder, data_folder, steps=10)
+    run_train(plain, progress=False)
+    off = config(tmp_path / "off", ref_folder, data_folder, steps=10, future_tokens=3, future_weight=0.0)
+    run_train(off, progress=False)
+    assert_same_weights(plain.out / "model", off.out / "model")
+    on = config(tmp_path / "on", ref_folder, data_folder, steps=10, future_tokens=3)
+    run_train(on, progress=False)
+    files = [sorted(p.name for p in (run.out / "model").iterdir()) for run in (on, plain)]
+    assert files[0] == files[1]
+    assert saved_tensors(on.out / "model").keys() == saved_tensors(plain.out / "model").keys()  # heads not saved
+    assert not torch.equal(saved_tensors(on.out / "model")["weight"], saved_tensors(plain.out / "model")["weight"])
+    records = [json.loads(line) for line in (on.out / "metrics.jsonl").read_text().splitlines()]
+    future = [r["future_loss"] for r in records if "future_loss" in r]
+    assert len(future) == 10 and all(math.isfinite(x) for x in future)
+    assert future[-1] < future[0]  # the completion's neutral tokens are learnable: 25 equally likely, not 45
+
+
+def test_future_token_heads_resume_exactly_after_a_crash(tmp_path, ref_folder, data_folder, monkeypatch):
+    straight = config(tmp_path / "straight", ref_folder, data_folder, save_every=15, future_tokens=2)
+    run_train(straight, progress=False)
+    crashed = config(tmp_path / "crashed", ref_folder, data_folder, save_every=15, future_tokens=2)
+    real_save = training.save_checkpoint
+
+    def save_then_crash(*args):
+        real_save(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(crashed, progress=False)
+    monkeypatch.undo()
+    run_train(crashed, progress=False)
+    assert_same_weights(straight.out / "model", crashed.out / "model")
+
+
+def test_grouped_batches_keep_each_prompt_together():
+    rollouts = synthetic_rollouts(9, 3)
+    groups = training.prompt_groups(rollouts)
+    assert groups == tuple(i // 3 for i in range(27))
+    for step in range(12):  # 9 groups of 3 in batches of 6: every batch holds two whole prompts
+        batch = training.batch_indices(step, 6, len(rollouts), seed=1, groups=groups)
+        assert sorted(batch) == sorted(i for g in {groups[i] for i in batch} for i in range(3 * g, 3 * g + 3))
+    first_epoch = [i for step in range(9) for i in training.batch_indices(step, 3, 27, seed=1, groups=groups)]
+    assert sorted(first_epoch) == list(range(27)) and first_epoch != list(range(27))
+
+
+def test_grouped_training_runs(tmp_path, ref_folder, data_folder):
+    metrics = run_train(config(tmp_path, ref_folder, data_folder, steps=5, group_by_prompt=True), progress=False)
+    assert metrics["step"] == 5
