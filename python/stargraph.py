@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import stargraph_hops as hops
 import stargraph_policy as policy
 import torch
 import tyro
@@ -39,6 +41,7 @@ from qsharp_ext.pipeline import PipelineConfig, run_pipeline
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Problem, StarGraphTask
 from qsharp_ext.tasks.stargraph import make_stargraph_reference
+from qsharp_ext.value_model import ValueModel
 
 METHODS = ("pi_ref", "reinforce", "dpo", "rpo", "cd", "qsharp")
 
@@ -73,6 +76,12 @@ class StarGraphConfig:
     ref_init: Path | None = None
     """Start π_ref's pretraining from this pretrained star-graph π_ref (same labels, layers and width)
     instead of random weights: a curriculum, e.g. G(2,5)'s π_ref, which already follows edges, for G(5,5)."""
+    curriculum: bool = True
+    """Without --ref-init and for degree > 2: pretrain G(2, path_len)'s π_ref first (cached, same labels and
+    size) and start from it, for warm_pretrain_steps (from random weights a G(5,5) π_ref did not learn to
+    follow edges in 2,000 steps)."""
+    warm_pretrain_steps: int = 600
+    """π_ref's pretraining steps when the curriculum starts it from G(2, path_len)'s π_ref."""
     rl_steps: int = 150
     """REINFORCE steps (32 graphs × 4 samples each)."""
     rl_lr: float = 1e-4
@@ -87,16 +96,29 @@ class StarGraphConfig:
     """DPO / RPO β."""
     rpo_alpha: float = 1.0
     """Weight of RPO's chosen-answer NLL."""
-    rounds: int = 2
-    """Q♯ DAgger rounds."""
-    value_prompts: int = 8192
+    rounds: int = 1
+    """Q♯ DAgger rounds (one: π_ref's own roll-outs already walk down every arm; the time goes to one longer
+    training instead)."""
+    value_prompts: int = 16384
     """Post-training graphs rolled out per round for the value models."""
     value_samples: int = 2
     """Roll-outs per graph and round."""
-    value_steps: int = 1000
+    value_steps: int = 3000
     """Value-model training steps per round."""
     value_batch: int = 64
-    value_lr: float = 3e-4
+    value_lr: float = 1e-3
+    future_tokens: int | None = None
+    """K of the value models' future-token auxiliary objective: at every node of a roll-out they also learn to
+    name the roll-out's next 1 … K nodes. None: path_len − 1 (the rest of a path); 0: BCE / MSE alone."""
+    future_weight: float = 1.0
+    """λ: the future-token loss's weight beside the value loss."""
+    future_targets: str = "task"
+    """task: the future-token targets are the nodes 1 … K steps further along each node's arm, read off the
+    prompt's edges, at every node of prompt and answer (StarGraphTask.future_targets); rollout: π_ref's roll-outs'
+    own next tokens (the library's generic objective; π_ref's answers after a wrong first step do not follow
+    edges to the end, so these do not teach the lookups the first step needs)."""
+    hop_graphs: int = 1024
+    """Fresh graphs (neither test nor training graphs) on which the value models' accuracy per hop is measured."""
     eta: float = 0.1
     """η of Q♯ and CD (evaluation and the round-2 roll-in)."""
     seed: int = 0
@@ -108,13 +130,12 @@ PRESETS: dict[str, dict] = {
         n_pretrain=50_000,
         n_posttrain=20_000,
         n_test=500,
-        pretrain_steps=800,
+        pretrain_steps=600,
         rl_steps=60,
         pref_graphs=1024,
         pref_steps=60,
-        value_prompts=2048,
-        value_steps=600,
-        rounds=2,
+        value_prompts=4096,
+        value_steps=1000,
     ),
     "smoke": dict(
         n_pretrain=2000,
@@ -131,6 +152,7 @@ PRESETS: dict[str, dict] = {
         value_steps=10,
         value_batch=16,
         rounds=2,
+        hop_graphs=64,
     ),
 }
 
@@ -200,6 +222,17 @@ def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: P
     return folder
 
 
+def reference_config(cfg: StarGraphConfig) -> StarGraphConfig:
+    """The settings π_ref is pretrained with: under the curriculum, warm-started from G(2, l)'s π_ref (pretrained
+    now if it is not cached) for warm_pretrain_steps."""
+    if cfg.ref_init is not None or not cfg.curriculum or cfg.degree <= 2:
+        return cfg
+    first = dataclasses.replace(cfg, degree=2)
+    first_task = make_task(first)
+    start = pretrained_reference(first, first_task, first_task.tokenizer())
+    return dataclasses.replace(cfg, ref_init=start, pretrain_steps=cfg.warm_pretrain_steps)
+
+
 def load_policy(folder: Path) -> PreTrainedModel:
     return AutoModelForCausalLM.from_pretrained(folder).eval()
 
@@ -239,6 +272,23 @@ VALUE_FIT = {
 }  # fmt: skip
 
 
+def future_tokens(cfg: StarGraphConfig) -> int:
+    return cfg.path_len - 1 if cfg.future_tokens is None else cfg.future_tokens
+
+
+def value_hops(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
+    """Each round's Q♯ and CD value model on fresh graphs (`hop_graphs`): per position of π_ref's answer, how often
+    the goal's arm ranks first when π_ref continues greedily after a first step down each arm."""
+    graphs = hops.draw(task, np.random.default_rng([cfg.seed, 7]), cfg.hop_graphs)  # streams 0-2: the splits
+    reference = load_policy(ref)
+    result = {}
+    for k in range(1, cfg.rounds + 1):
+        for name in ("qsharp", "cd"):
+            model = ValueModel.from_pretrained(cfg.out / "pipeline" / f"round-{k}" / name / "model")
+            result[f"{name}_round_{k}"] = hops.accuracy_by_hops(model, task, graphs, "cpu", ref=reference)
+    return result
+
+
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
     vocab = len(task.tokenizer())
@@ -247,7 +297,9 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
         samples_per_prompt=cfg.value_samples, max_train_prompts=cfg.value_prompts, collect_eta=cfg.eta,
         max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, num_layers=cfg.ref_layers,
         kind="bernoulli", parameterization="v", train_steps=cfg.value_steps, batch_size=cfg.value_batch,
-        lr=cfg.value_lr, train_eval_every=max(cfg.value_steps // 5, 1), train_cd=True, etas=(cfg.eta,),
+        lr=cfg.value_lr, head_init="linear", future_tokens=future_tokens(cfg), future_weight=cfg.future_weight,
+        future_targets=cfg.future_targets,
+        train_eval_every=max(cfg.value_steps // 5, 1), train_cd=True, etas=(cfg.eta,),
         eval_samples=1, max_eval_prompts=cfg.n_test, evaluate_every_round=True, seed=cfg.seed, device="cpu",
     )  # fmt: skip
     rows = run_pipeline(pipeline, task=task)
@@ -284,6 +336,8 @@ def summarise(cfg: StarGraphConfig, stages: dict[str, dict]) -> dict:
     result["seconds"] = {name: s["seconds"] for name, s in stages.items()}
     result["seconds"]["total"] = round(sum(result["seconds"].values()), 1)
     result["rounds"] = guided["rounds"]
+    result["value_hops"] = {k: v for k, v in stages["value_hops"].items() if k != "seconds"}
+    result["future_tokens"] = future_tokens(cfg)
     result["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     return result
 
@@ -324,11 +378,38 @@ def markdown(result: dict) -> str:
         "Q♯ value model per round (BCE; held out = graphs it was not trained on): "
         + "; ".join(f"{k.replace('_', ' ')}: {value_fit(r['qsharp_value_model'])}" for k, r in rounds),
         "",
+        *hops_table(result),
         "Wall time per stage (s): " + ", ".join(f"{k} {v:g}" for k, v in result["seconds"].items()),
         "",
     ]
     return "\n".join(lines)
 
+
+def hops_rows(result: dict) -> list[tuple[str, dict[str, float]]]:
+    """(label, accuracy per hop) for each round's Q♯ and CD value model."""
+    rows = []
+    for key, accuracy in result["value_hops"].items():
+        name, k = key.split("_round_")
+        rows.append((f"{LABELS[name]} round {k}", accuracy))
+    return rows
+
+
+def hops_table(result: dict) -> list[str]:
+    rows = hops_rows(result)
+    hop_keys = list(rows[0][1])  # l − 2 hops (the first step) … 0 hops (the goal)
+    cfg = result["config"]
+    return [
+        f"Value models: after a first step down each arm and π_ref's greedy continuation, how often the goal's "
+        f"arm has the highest value at the node h hops before the goal's place, on {cfg['hop_graphs']} fresh "
+        f"graphs (chance {result['chance']:.2f}; {hop_keys[0]} hops: the first step, the one guidance must fix). "
+        f"Future-token objective: K = {result['future_tokens']}, λ = {cfg['future_weight']:g}, targets "
+        f"{cfg.get('future_targets', 'rollout')}.",
+        "",
+        "| value model | " + " | ".join(hops.hops_label(h) for h in hop_keys) + " |",
+        "|---|" + "---|" * len(hop_keys),
+        *(f"| {label} | " + " | ".join(f"{acc[h]:.3f}" for h in hop_keys) + " |" for label, acc in rows),
+        "",
+    ]
 
 def bar_chart(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
@@ -349,12 +430,34 @@ def bar_chart(result: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+def hops_chart(result: dict, path: Path) -> None:
+    """Accuracy per hop back from the goal, one line per value model and round."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, accuracy in hops_rows(result):
+        hop_keys = list(accuracy)
+        ax.plot([int(h) for h in hop_keys], [accuracy[h] for h in hop_keys], marker="o", label=label)
+    ax.axhline(result["chance"], ls="--", color="black", lw=1, label="chance")
+    ax.invert_xaxis()
+    ax.set_xlabel("hops before the goal (left: the first step)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1.05)
+    cfg = result["config"]
+    ax.set_title(f"Star graph G({cfg['degree']}, {cfg['path_len']}): value models per hop")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
 def run(cfg: StarGraphConfig) -> dict:
     settings = dataclasses.asdict(cfg)
-    record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced={"ref_init": None})
+    introduced = {"ref_init": None, "curriculum": False, "warm_pretrain_steps": 600, "future_tokens": 0}
+    # as runs made before these settings had them
+    introduced |= {"future_weight": 1.0, "hop_graphs": 1024, "future_targets": "rollout"}
+    record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced=introduced)
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
     tokenizer = task.tokenizer()
@@ -364,13 +467,15 @@ def run(cfg: StarGraphConfig) -> dict:
     def evaluate(model: PreTrainedModel) -> dict:
         return evaluate_policy(model, tokenizer, task, test, seed=cfg.seed)
 
+    ref_cfg = reference_config(cfg)
+
     def pretrain() -> dict:
-        folder = pretrained_reference(cfg, task, tokenizer)
+        folder = pretrained_reference(ref_cfg, task, tokenizer)
         model = load_policy(folder)
         return {"folder": str(folder), "teacher_forced": policy.teacher_forced_accuracy(model, tokenizer, test[:500])}
 
     stages["pretrain"] = run_stage(cfg, "pretrain", pretrain)
-    ref = pretrained_reference(cfg, task, tokenizer)  # the cache, or pretrained again if it was deleted
+    ref = pretrained_reference(ref_cfg, task, tokenizer)  # the cache, or pretrained again if it was deleted
     stages["pi_ref"] = run_stage(cfg, "pi_ref", lambda: evaluate(load_policy(ref)))
 
     def reinforce(model: PreTrainedModel) -> list[dict]:
@@ -396,11 +501,13 @@ def run(cfg: StarGraphConfig) -> dict:
 
         stages[name] = run_stage(cfg, name, stage)
     stages["qsharp_cd"] = run_stage(cfg, "qsharp_cd", lambda: qsharp_and_cd(cfg, task, ref))
+    stages["value_hops"] = run_stage(cfg, "value_hops", lambda: value_hops(cfg, task, ref))
 
     result = summarise(cfg, stages)
     atomic_write_text(cfg.out / "results.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(cfg.out / "results.md", markdown(result))
     bar_chart(result, cfg.out / "results.png")
+    hops_chart(result, cfg.out / "hops.png")
     print(markdown(result))
     return result
 

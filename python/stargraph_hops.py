@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import tyro
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
@@ -124,11 +124,34 @@ def goal_arm(graph: StarGraph) -> int:
 
 
 @torch.no_grad()
-def accuracy_by_hops(model: ValueModel, task: StarGraphTask, graphs: list[StarGraph], device: str) -> dict[str, float]:
-    """Per hop distance from the goal: how often the walk down the goal's arm gets the highest value there."""
+def continued_by(ref: PreTrainedModel, w: Walks) -> Walks:
+    """The walks with every node after the first step replaced by `ref`'s greedy continuation.
+
+    Why: a star-graph π_ref that took a wrong first step need not walk on down that arm (one trained on true
+    paths tends to end its answer at the goal whatever came before), so the prefixes guidance meets are
+    π_ref's continuations, not walks down arms.
+    """
+    keep = w.first_node + 1  # prompt, source and the first step
+    n = w.ids.shape[1] - keep
+    prefix = w.ids[:, :keep].to(ref.device)
+    out = ref.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=False, max_new_tokens=n,
+                       min_new_tokens=n, pad_token_id=ref.config.pad_token_id)  # fmt: skip
+    return Walks(out.cpu(), w.labels, w.first_node)
+
+
+@torch.no_grad()
+def accuracy_by_hops(
+    model: ValueModel, task: StarGraphTask, graphs: list[StarGraph], device: str, ref: PreTrainedModel | None = None
+) -> dict[str, float]:
+    """Per hop distance from the goal: how often the walk down the goal's arm gets the highest value there.
+
+    With `ref`, each walk after its first step is `ref`'s greedy continuation instead (`continued_by`).
+    """
     values = []
     for j in range(task.degree):
         w = walks(task, graphs, [j] * len(graphs))
+        if ref is not None:
+            w = continued_by(ref, w)
         values.append(model(w.ids.to(device))[0][:, w.first_node :].float().cpu())  # (n, l - 1): nodes of the arm
     values = torch.stack(values, 1)  # (n, d, l - 1)
     truth = torch.tensor([goal_arm(g) for g in graphs])

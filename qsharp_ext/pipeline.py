@@ -79,6 +79,9 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     roll-out's next 1 … K tokens at every target position; 0: off. See `train --help`."""
     future_weight: float = 1.0
     """λ: the future-token loss's weight beside the value loss."""
+    future_targets: str = "rollout"
+    """rollout: the heads predict the roll-out's own next tokens; task: the task's targets (from the prompt
+    alone; the star graph has them). See `train --help`."""
     group_by_prompt: bool = False
     """Keep all roll-outs of a prompt in the same training batch (make batch_size a multiple of
     samples_per_prompt)."""
@@ -149,6 +152,7 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         fit=cfg.fit if kind != "mean" else "likelihood",
         future_tokens=cfg.future_tokens,
         future_weight=cfg.future_weight,
+        future_targets=cfg.future_targets,
         group_by_prompt=cfg.group_by_prompt,
         steps=cfg.train_steps,
         batch_size=cfg.batch_size,
@@ -174,10 +178,10 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     print(f"round {k}/{cfg.rounds}: collect")
     print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
     print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
-    print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind)))}")
+    print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
     if cfg.train_cd:
         print(f"round {k}/{cfg.rounds}: train CD (mean head)")
-        print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, 'mean')))}")
+        print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, 'mean'), task=task))}")
     if not (cfg.evaluate_every_round or k == cfg.rounds):
         return None
     results = folder / "eval" / "results.json"
@@ -206,6 +210,10 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
     task = task or build_task(cfg)
+    if cfg.future_targets not in ("rollout", "task"):
+        raise UserError(f"future_targets must be rollout or task, not {cfg.future_targets!r}")
+    if cfg.future_targets == "task" and type(task).future_targets is Task.future_targets:
+        raise UserError(f"future_targets task needs a task with a future_targets hook; {task.name!r} has none")
     check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)
     rows: list[dict] | None = None

@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, 
 from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
+from qsharp_ext.tasks.base import Task
 from qsharp_ext.value_model import ValueModel, check_head_init
 
 STATE_FILE = "trainer_state.pt"
@@ -62,6 +64,7 @@ INTRODUCED = {
     "future_tokens": 0,
     "future_weight": 1.0,
     "group_by_prompt": False,
+    "future_targets": "rollout",
 }
 
 
@@ -109,6 +112,11 @@ class TrainConfig:
     the roll-out's next 1 … K tokens (cross-entropy; see future_tokens.py). 0: off. The heads are not saved."""
     future_weight: float = 1.0
     """λ: the weight of the future-token loss beside the value loss (0: off)."""
+    future_targets: str = "rollout"
+    """What the future-token heads predict. rollout: the roll-out's own next 1 … K tokens, at the value loss's
+    target positions (any task). task: the task's `future_targets` hook, at every position it gives targets
+    for (computed from the prompt alone, e.g. the star graph's nodes further along an arm; needs a task that
+    has one, passed to run_train by the pipeline)."""
     group_by_prompt: bool = False
     """Keep all roll-outs of a prompt in the same batch (batch_size should be a multiple of the samples per
     prompt), so the value model compares continuations of one prompt step by step."""
@@ -160,6 +168,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.fit not in ("likelihood", "mse"):
         raise UserError(f"fit must be likelihood or mse, not {cfg.fit!r}")
     check_head_init(cfg.head_init)
+    if cfg.future_targets not in ("rollout", "task"):
+        raise UserError(f"future_targets must be rollout or task, not {cfg.future_targets!r}")
     if cfg.head_init == "lm_head" and (cfg.parameterization, cfg.kind) != ("q", "bernoulli"):
         raise UserError("head_init lm_head needs a Q-type bernoulli head (parameterization q, kind bernoulli)")
     if cfg.schedule not in ("cosine", "constant"):
@@ -260,13 +270,25 @@ class Batch:
     cols: torch.Tensor  # (N,) position whose hidden state scores the target
     next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
     rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
+    future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+        fields = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return Batch(*(x.to(device) if x is not None else None for x in fields))
 
 
-def collate(rollouts: list[Rollout], q_type: bool, prefix_extension: bool, pad_id: int = 0) -> Batch:
-    """One batch: every sequence once, every target position listed."""
+FutureTargets = Callable[[list[int], list[int], int], list[list[int]] | None]  # Task.future_targets
+
+
+def collate(
+    rollouts: list[Rollout],
+    q_type: bool,
+    prefix_extension: bool,
+    pad_id: int = 0,
+    future_targets: FutureTargets | None = None,
+    k: int = 0,
+) -> Batch:
+    """One batch: every sequence once, every target position listed (and a task's future-token targets)."""
     seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
@@ -281,7 +303,14 @@ def collate(rollouts: list[Rollout], q_type: bool, prefix_extension: bool, pad_i
         rewards += [r.reward] * len(positions)
     rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)  # (N,)
     next_ids = input_ids[rows_t, (cols_t + 1).clamp(max=width - 1)]  # (N,); unused by V-type
-    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, torch.tensor(rewards, dtype=torch.float32))
+    future_ids = None
+    if future_targets is not None:
+        future_ids = torch.full((len(seqs), width, k), -100, dtype=torch.long)  # (B, T, K)
+        for i, r in enumerate(rollouts):
+            targets = future_targets(r.prompt_ids, r.completion_ids, k)
+            future_ids[i, : len(targets)] = torch.tensor(targets, dtype=torch.long).view(-1, k)
+    rewards_t = torch.tensor(rewards, dtype=torch.float32)
+    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids)
 
 
 def _prompt_hash(prompt_id: str) -> str:
@@ -351,12 +380,16 @@ def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.
     return out.squeeze(-1) if per_token == 1 else out
 
 
-def target_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """The backbone's hidden state at every target of the batch, from one pass per sequence: (N, H)."""
-    hidden = model.backbone(
+def sequence_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """The backbone's hidden states of the batch's sequences, one pass per sequence: (B, T, H)."""
+    return model.backbone(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).last_hidden_state  # (B, T, H)
-    return hidden[batch.rows, batch.cols]  # (N, H)
+    ).last_hidden_state
+
+
+def target_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """The backbone's hidden state at every target of the batch: (N, H)."""
+    return sequence_hidden(model, batch)[batch.rows, batch.cols]
 
 
 def outputs_at_targets(model: ValueModel, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -396,11 +429,19 @@ def batch_loss(model: ValueModel, batch: Batch, fit: str = "likelihood") -> torc
 def batch_losses(
     model: ValueModel, batch: Batch, fit: str, heads: FutureTokenHeads | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(value loss, future-token loss or None without heads), both from the same backbone pass."""
-    hidden = target_hidden(model, batch)  # (N, H)
+    """(value loss, future-token loss or None without heads), both from the same backbone pass.
+
+    The future-token targets are the task's (`batch.future_ids`, at every position that has one) when the
+    batch carries them, else the roll-out's own next tokens at the value targets.
+    """
+    sequences = sequence_hidden(model, batch)  # (B, T, H)
+    hidden = sequences[batch.rows, batch.cols]  # (N, H)
     value = model.loss(outputs_at_targets(model, hidden, batch), batch.rewards, fit)
     if heads is None:
         return value, None
+    if batch.future_ids is not None:
+        where = (batch.future_ids != -100).any(-1)  # (B, T)
+        return value, future_token_loss(heads(sequences[where]), batch.future_ids[where])
     targets = future_targets(batch.input_ids, batch.attention_mask, batch.rows, batch.cols, heads.k)  # (N, K)
     return value, future_token_loss(heads(hidden), targets)
 
@@ -744,9 +785,23 @@ def start_or_resume(
     return model, heads, optimizer, scheduler, step
 
 
-def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume, or skip a finished run), write the run folder; return the final held-out metrics."""
+def task_future_targets(cfg: TrainConfig, task: Task | None) -> FutureTargets | None:
+    """The task's future-token hook when the config asks for it (refused when the task has none)."""
+    if cfg.future_targets != "task" or cfg.future_tokens == 0 or cfg.future_weight == 0:
+        return None
+    if task is None or type(task).future_targets is Task.future_targets:
+        name = "no task" if task is None else f"task {task.name!r}"
+        raise UserError(f"future_targets task needs a task with a future_targets hook; {name} has none")
+    return task.future_targets
+
+
+def run_train(cfg: TrainConfig, progress: bool = True, task: Task | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip a finished run), write the run folder; return the final held-out metrics.
+
+    `task` is read only with future_targets="task": its `future_targets` hook gives the auxiliary targets.
+    """
     check_config(cfg)
+    hook = task_future_targets(cfg, task)
     done = finished_summary(cfg)
     if done is not None:
         return done["metrics"]
@@ -778,7 +833,9 @@ def run_train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                leave=False)  # fmt: skip
     while step < cfg.steps:
         indices = dp.shard(batch_indices(step, cfg.batch_size, len(train_set), cfg.seed, groups))
-        batch = collate([train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id)
+        batch = collate(
+            [train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id, hook, cfg.future_tokens
+        )
         record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device, dp, heads)}
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:

@@ -51,6 +51,15 @@ class Task:
         """The final reward of `completion`, refused with a clear error when outside [v_min, v_max]."""
         return check_reward(self.score(problem, completion), self.v_min, self.v_max)
 
+    def future_targets(self, prompt_ids: list[int], completion_ids: list[int], k: int) -> list[list[int]] | None:
+        """Optional hook for value-model training's future-token objective (`future_targets="task"`).
+
+        Per token of prompt + completion, the k token ids its hidden state should learn to name (−100: none),
+        computed from the prompt's content alone, never from a reward. None (the default): the task has no
+        such targets, and the objective reads the roll-out's own next tokens instead.
+        """
+        return None
+
     def settings(self) -> dict[str, Any]:
         """The options that make this task what it is (recorded beside roll-out data); JSON values."""
         return {}

@@ -239,6 +239,24 @@ class StarGraphTask(Task):
         edges = {(str(a), str(b)) for a, b in StarGraph.from_prompt(problem.prompt).edges}
         return all(pair in edges for pair in itertools.pairwise(nodes))
 
+    def future_targets(self, prompt_ids: list[int], completion_ids: list[int], k: int) -> list[list[int]]:
+        """At every node label of prompt + completion, the labels 1 … k steps further along its arm, read off
+        the prompt's edges (−100 past the arm's end, at the source, whose next node is the choice to be valued,
+        and at tokens that are not labels). Why: π_ref's own answers need not follow edges (one trained on true
+        paths may jump to the goal at the end), so its roll-outs do not teach the lookups the first step needs.
+        """
+        n_edges = self.degree * (self.path_len - 1)
+        child = {prompt_ids[3 * e]: prompt_ids[3 * e + 1] for e in range(n_edges)}
+        source = prompt_ids[3 * n_edges + 1]
+        rows = []
+        for token in prompt_ids + completion_ids:
+            node, row = (token if token < self.n_labels and token != source else None), []
+            for _ in range(k):
+                node = child.get(node)
+                row.append(-100 if node is None else node)
+            rows.append(row)
+        return rows
+
     def settings(self) -> dict[str, Any]:
         return {
             "degree": self.degree, "path_len": self.path_len, "n_labels": self.n_labels, "seed": self.seed,

@@ -478,3 +478,27 @@ def test_grouped_batches_keep_each_prompt_together():
 def test_grouped_training_runs(tmp_path, ref_folder, data_folder):
     metrics = run_train(config(tmp_path, ref_folder, data_folder, steps=5, group_by_prompt=True), progress=False)
     assert metrics["step"] == 5
+
+
+class EchoTask(training.Task):
+    """Future-token targets from the prompt alone: every position names the prompt's last token, k times."""
+
+    def future_targets(self, prompt_ids, completion_ids, k):
+        return [[prompt_ids[-1]] * k for _ in prompt_ids + completion_ids]
+
+
+def test_task_future_targets_fill_every_position_and_train(tmp_path, ref_folder, data_folder):
+    rollouts = synthetic_rollouts(2, 2)
+    batch = collate(rollouts, False, True, future_targets=EchoTask().future_targets, k=2)
+    assert batch.future_ids.shape == (*batch.input_ids.shape, 2)
+    for i, r in enumerate(rollouts):
+        assert (batch.future_ids[i] == r.prompt_ids[-1]).all()  # every sequence has the same length here
+    cfg = config(tmp_path, ref_folder, data_folder, steps=10, future_tokens=2, future_targets="task")
+    run_train(cfg, progress=False, task=EchoTask())
+    records = [json.loads(line) for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    future = [r["future_loss"] for r in records if "future_loss" in r]
+    assert len(future) == 10 and future[-1] < future[0]
+    with pytest.raises(UserError, match="future_targets hook"):
+        run_train(config(tmp_path / "none", ref_folder, data_folder, future_tokens=2, future_targets="task"))
+    with pytest.raises(UserError, match="future_targets must be"):
+        run_train(config(tmp_path / "bad", ref_folder, data_folder, future_targets="prompt"))

@@ -39,7 +39,11 @@ def test_smoke_run_writes_results_for_every_method(smoke_run):
     assert set(result["seconds"]) >= {"pretrain", "pi_ref", "reinforce", "dpo", "rpo", "qsharp_cd", "total"}
     assert result["chance"] == 0.5 and result["config"]["degree"] == 2
     assert "| Q♯ |" in (out / "results.md").read_text()
-    assert (out / "results.png").stat().st_size > 1000
+    assert (out / "results.png").stat().st_size > 1000 and (out / "hops.png").stat().st_size > 1000
+    assert set(result["value_hops"]) == {"qsharp_round_1", "qsharp_round_2", "cd_round_1", "cd_round_2"}
+    for accuracy in result["value_hops"].values():  # G(2, 3): the first step is 1 hop from the goal
+        assert set(accuracy) == {"1", "0"} and all(0.0 <= a <= 1.0 for a in accuracy.values())
+    assert result["future_tokens"] == 2 and "| Q♯ round 2 |" in (out / "results.md").read_text()
     assert len(list((root / "cache").iterdir())) == 1  # π_ref cached once
 
 

@@ -190,3 +190,26 @@ def test_generation_of_200k_graphs_is_fast():
     problems = task.pretrain_problems()
     print(f"\n200,000 graphs G(5, 5): {time.perf_counter() - start:.2f} s")
     assert len(problems) == 200_000 and problems[-1].id == "pretrain-199999"
+
+
+@pytest.mark.parametrize(("degree", "path_len", "k"), [(2, 5, 4), (5, 5, 2), (3, 3, 3)])
+def test_future_targets_walk_each_arm_from_the_prompt_alone(degree, path_len, k):
+    task = StarGraphTask(degree, path_len, n_labels=40, n_pretrain=0, n_posttrain=0, n_test=20, seed=3)
+    tokenizer = task.tokenizer()
+    for problem in task.eval_problems():
+        graph = StarGraph.from_prompt(problem.prompt)
+        child = {a: b for a, b in graph.edges if a != graph.source}  # the source's next node is the choice
+        wrong_arm = next(b for a, b in graph.edges if a == graph.source and b != graph.path()[1])
+        prompt = tokenizer(problem.prompt)["input_ids"]
+        completion = tokenizer(f"{graph.source} {wrong_arm} {graph.goal}")["input_ids"] + [tokenizer.eos_token_id]
+        targets = task.future_targets(prompt, completion, k)
+        assert len(targets) == len(prompt) + len(completion)
+        for token, row in zip(prompt + completion, targets, strict=True):
+            word = tokenizer.convert_ids_to_tokens(token)
+            node, expected = (int(word) if word.isdigit() and int(word) != graph.source else None), []
+            for _ in range(k):  # the nodes further along the arm, then nothing
+                node = child.get(node) if node is not None else None
+                expected.append(-100 if node is None else node)
+            assert row == expected, (word, row, expected)
+        first_step = targets[len(prompt) + 1]  # the wrong first step: its own arm, not the goal's
+        assert first_step[0] == child.get(wrong_arm, -100) and graph.goal not in first_step
