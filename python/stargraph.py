@@ -103,10 +103,13 @@ class StarGraphConfig:
     """Post-training graphs rolled out per round for the value models."""
     value_samples: int = 2
     """Roll-outs per graph and round."""
-    value_steps: int = 3000
+    value_steps: int = 1500
     """Value-model training steps per round."""
     value_batch: int = 64
     value_lr: float = 1e-3
+    value_extra_layers: int = 2
+    """Fresh layers the value models add on top of π_ref's: the first step's value is l − 2 lookups in a row,
+    more than π_ref's 4 layers leave room for (with 0 the first step stayed near 0.8 on G(2,5))."""
     future_tokens: int | None = None
     """K of the value models' future-token auxiliary objective: at every node of a roll-out they also learn to
     name the roll-out's next 1 … K nodes. None: path_len − 1 (the rest of a path); 0: BCE / MSE alone."""
@@ -134,8 +137,9 @@ PRESETS: dict[str, dict] = {
         rl_steps=60,
         pref_graphs=1024,
         pref_steps=60,
-        value_prompts=4096,
-        value_steps=1000,
+        value_prompts=16384,
+        value_samples=1,
+        value_steps=750,
     ),
     "smoke": dict(
         n_pretrain=2000,
@@ -296,6 +300,7 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
         out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds,
         samples_per_prompt=cfg.value_samples, max_train_prompts=cfg.value_prompts, collect_eta=cfg.eta,
         max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, num_layers=cfg.ref_layers,
+        extra_layers=cfg.value_extra_layers,
         kind="bernoulli", parameterization="v", train_steps=cfg.value_steps, batch_size=cfg.value_batch,
         lr=cfg.value_lr, head_init="linear", future_tokens=future_tokens(cfg), future_weight=cfg.future_weight,
         future_targets=cfg.future_targets,
@@ -456,7 +461,7 @@ def run(cfg: StarGraphConfig) -> dict:
     settings = dataclasses.asdict(cfg)
     introduced = {"ref_init": None, "curriculum": False, "warm_pretrain_steps": 600, "future_tokens": 0}
     # as runs made before these settings had them
-    introduced |= {"future_weight": 1.0, "hop_graphs": 1024, "future_targets": "rollout"}
+    introduced |= {"future_weight": 1.0, "hop_graphs": 1024, "future_targets": "rollout", "value_extra_layers": 0}
     record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced=introduced)
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)

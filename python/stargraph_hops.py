@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import tyro
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
@@ -57,6 +57,8 @@ class HopsConfig:
     its layers. Without it, from random weights with `layers` layers."""
     layers: int = 4
     """Layers of the value model from random weights (ignored with --ref)."""
+    extra_layers: int = 0
+    """Fresh layers added after the starting layers (π_ref's or the random ones)."""
     hidden: int = 128
     """Width of the value model from random weights (ignored with --ref)."""
     head_init: str = "linear"
@@ -165,7 +167,24 @@ def build_model(cfg: HopsConfig, task: StarGraphTask) -> ValueModel:
     else:
         ref = make_stargraph_reference(task, n_layers=cfg.layers, hidden=cfg.hidden, seed=cfg.seed)
     layers = ref.config.num_hidden_layers
-    return ValueModel.from_reference(ref, layers, task.tokenizer(), cfg.head_init, kind="bernoulli")
+    model = ValueModel.from_reference(ref, layers, task.tokenizer(), cfg.head_init, kind="bernoulli")
+    if cfg.extra_layers:
+        model.backbone = deepened(model.backbone, cfg.extra_layers)
+    return model
+
+
+def deepened(backbone: PreTrainedModel, extra: int) -> PreTrainedModel:
+    """`backbone` with `extra` freshly initialised layers after its own (its final norm kept): room for more
+    lookups in a row than π_ref's depth allows."""
+    config = backbone.config.__class__.from_dict(backbone.config.to_dict())
+    config.num_hidden_layers += extra
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types + config.layer_types[-1:] * extra
+    torch.manual_seed(0)
+    deeper = AutoModel.from_config(config)
+    missing, unexpected = deeper.load_state_dict(backbone.state_dict(), strict=False)
+    assert not unexpected and all("layers." in k for k in missing), (missing, unexpected)
+    return deeper
 
 
 def run(cfg: HopsConfig) -> dict:
@@ -223,8 +242,10 @@ def report(result: dict, out: Path) -> None:
     ]
     cfg = result["config"]
     start = f"π_ref {Path(cfg['ref']).name}" if cfg["ref"] else f"random weights, {cfg['layers']} layers"
-    title = (f"G({cfg['degree']}, {cfg['path_len']}): value model from {start}, {cfg['head_init']} head, "
-             f"lr {cfg['lr']:g}, batch {cfg['batch']}")  # fmt: skip
+    extra = f" + {cfg['extra_layers']} fresh layers" if cfg.get("extra_layers") else ""
+    future = f", future tokens K = {cfg['future_tokens']}" if cfg.get("future_tokens") else ""
+    title = (f"G({cfg['degree']}, {cfg['path_len']}): value model from {start}{extra}, {cfg['head_init']} head, "
+             f"lr {cfg['lr']:g}, batch {cfg['batch']}{future}")  # fmt: skip
     atomic_write_text(out / "hops.md", f"# {title}\n\nHeld-out accuracy per hop from the goal (chance "
                       f"{result['chance']:.2f}).\n\n{markdown_table(rows, list(rows[0]))}")  # fmt: skip
     fig, ax = plt.subplots(figsize=(6.4, 3.8))

@@ -62,6 +62,8 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """Build the value models from this causal LM (folder or hub id) with π_ref's tokenizer instead of from π_ref."""
     num_layers: int | None = 2
     """First layers of π_ref (or value_model_base) copied into the value models; 0 or None: all of them."""
+    extra_layers: int = 0
+    """Freshly initialised layers the value models add on top of the copied ones."""
     kind: str = "bernoulli"
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
     parameterization: str = "v"
@@ -145,6 +147,7 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
         init_value_model=str(previous) if round_k > 1 else None,
         value_model_base=cfg.value_model_base,
         num_layers=cfg.num_layers,
+        extra_layers=cfg.extra_layers,
         kind=kind,
         parameterization=cfg.parameterization,
         head_init="fresh" if kind == "mean" and cfg.head_init == "lm_head" else cfg.head_init,

@@ -65,6 +65,7 @@ INTRODUCED = {
     "future_weight": 1.0,
     "group_by_prompt": False,
     "future_targets": "rollout",
+    "extra_layers": 0,
 }
 
 
@@ -86,6 +87,9 @@ class TrainConfig:
     π_ref's tokenizer (a different one is refused); π_ref's weights are then not read at all."""
     num_layers: int | None = 2
     """How many first layers of π_ref (or value_model_base) the value model's backbone copies; 0 or None: all."""
+    extra_layers: int = 0
+    """Freshly initialised layers added on top of the copied ones: room for more steps of lookup in a row than
+    π_ref's own depth gives (the star graph's first step needed 4 + 2). Ignored with init_value_model."""
     kind: str = "bernoulli"
     """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
     parameterization: str = "v"
@@ -186,9 +190,11 @@ def check_config(cfg: TrainConfig) -> None:
         if not value > 0:
             raise UserError(f"{name} must be positive, got {value}")
     nonnegative = (cfg.warmup_steps, cfg.grad_clip, cfg.weight_decay, cfg.num_layers or 0, cfg.future_tokens)
+    nonnegative += (cfg.extra_layers,)
     if min(nonnegative) < 0 or not cfg.future_weight >= 0:
         raise UserError(
-            "warmup_steps, grad_clip, weight_decay, num_layers, future_tokens and future_weight must not be negative"
+            "warmup_steps, grad_clip, weight_decay, num_layers, extra_layers, future_tokens and future_weight must not "
+            "be negative"
         )
     if not 0 <= cfg.backbone_lr_scale <= 1:
         raise UserError(f"backbone_lr_scale must be in [0, 1], got {cfg.backbone_lr_scale}")
@@ -692,7 +698,8 @@ def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_mode
     head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
     if cfg.init_value_model is None:
         num_layers = cfg.num_layers or ref_model.config.num_hidden_layers
-        return ValueModel.from_reference(ref_model, num_layers, tokenizer, cfg.head_init, **head).float()
+        model = ValueModel.from_reference(ref_model, num_layers, tokenizer, cfg.head_init, cfg.extra_layers, **head)
+        return model.float()
     if not Path(cfg.init_value_model).is_dir():
         raise UserError(f"value model folder {cfg.init_value_model} does not exist")
     model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -66,24 +67,37 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def truncated_backbone(ref_model: PreTrainedModel, num_layers: int) -> PreTrainedModel:
-    """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head), copied."""
+def truncated_backbone(ref_model: PreTrainedModel, num_layers: int, extra_layers: int = 0) -> PreTrainedModel:
+    """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head), copied, then
+    `extra_layers` freshly initialised layers of the same kind on top (before the final norm)."""
     base = ref_model.base_model
     total = base.config.num_hidden_layers
     if not 1 <= num_layers <= total:
         raise UserError(f"num_layers must be between 1 and π_ref's {total} layers, got {num_layers}")
+    if extra_layers < 0:
+        raise UserError(f"extra_layers must not be negative, got {extra_layers}")
+    depth = num_layers + extra_layers
     fields = base.config.to_dict()
     for key in ("num_hidden_layers", "n_layer"):  # GPT-2 spells it n_layer
         if key in fields:
-            fields[key] = num_layers
+            fields[key] = depth
     if isinstance(fields.get("layer_types"), list):  # per-layer attention kinds (Qwen2 and newer configs)
-        fields["layer_types"] = fields["layer_types"][:num_layers]
+        kinds = fields["layer_types"][:num_layers]
+        fields["layer_types"] = kinds + kinds[-1:] * extra_layers
     config = base.config.__class__.from_dict(fields)
     backbone = AutoModel.from_config(config)
-    missing, _ = backbone.load_state_dict(base.state_dict(), strict=False)
+    copied = {k: v for k, v in base.state_dict().items() if layer_index(k) is None or layer_index(k) < num_layers}
+    missing, _ = backbone.load_state_dict(copied, strict=False)
+    missing = [k for k in missing if layer_index(k) is None or layer_index(k) < num_layers]  # not an extra layer's
     if missing:
         raise RuntimeError(f"could not copy π_ref's first layers: missing {missing[:3]}")
     return backbone.to(dtype=next(base.parameters()).dtype)
+
+
+def layer_index(parameter_name: str) -> int | None:
+    """The layer a parameter belongs to (`layers.3.mlp…`, GPT-2's `h.3.attn…`), or None outside the layers."""
+    match = re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", parameter_name)
+    return int(match.group(1)) if match else None
 
 
 class ValueModel(nn.Module):
@@ -113,16 +127,17 @@ class ValueModel(nn.Module):
         num_layers: int,
         tokenizer: PreTrainedTokenizerBase | None = None,
         head_init: HeadInit = "fresh",
+        extra_layers: int = 0,
         **head,
     ) -> ValueModel:
-        """A value model from π_ref's embeddings and first `num_layers` layers plus a head: a fresh one (small
-        weights), one at torch.nn.Linear's scale (head_init="linear", see `reset_head`), or (head_init="lm_head")
-        π_ref's own LM head, see `copy_lm_head`."""
+        """A value model from π_ref's embeddings and first `num_layers` layers (plus `extra_layers` fresh ones on
+        top) and a head: a fresh one (small weights), one at torch.nn.Linear's scale (head_init="linear", see
+        `reset_head`), or (head_init="lm_head") π_ref's own LM head, see `copy_lm_head`."""
         check_head_init(head_init)
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
         config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
-        model = cls(truncated_backbone(ref_model, num_layers), config)
+        model = cls(truncated_backbone(ref_model, num_layers, extra_layers), config)
         if head_init == "lm_head":
             model.copy_lm_head(ref_model)
         elif head_init == "linear":

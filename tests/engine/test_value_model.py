@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, layer_index
 from tests.engine.conftest import WORDS, make_causal_lm, make_tokenizer
 
 
@@ -32,6 +32,26 @@ def test_from_reference_copies_the_first_layers(arch, tokenizer):
         torch.testing.assert_close(value, ref_state[name], rtol=0, atol=0)
     n_ref = sum(p.numel() for p in ref.parameters())
     assert sum(p.numel() for p in vm.backbone.parameters()) < n_ref
+
+
+def test_extra_layers_sit_fresh_on_top_of_the_copied_ones_and_survive_save_and_load(arch, tokenizer, tmp_path):
+    ref = make_causal_lm(arch, len(tokenizer), num_layers=3)
+    vm = ValueModel.from_reference(ref, 2, tokenizer, extra_layers=2).eval()
+    assert vm.backbone.config.num_hidden_layers == 4
+    ref_state, state = ref.base_model.state_dict(), vm.backbone.state_dict()
+    for name, value in state.items():
+        index = layer_index(name)
+        if index is None or index < 2:  # embeddings, final norm, the copied layers: π_ref's exactly
+            torch.testing.assert_close(value, ref_state[name], rtol=0, atol=0)
+        elif index == 2 and value.dim() == 2:  # π_ref's own third layer is not copied into the first extra one
+            assert not torch.equal(value, ref_state[name]), name
+    assert {layer_index(n) for n in state} == {None, 0, 1, 2, 3}
+    ids = torch.randint(0, len(WORDS), (2, 5))
+    vm.save_pretrained(tmp_path / "vm", tokenizer=tokenizer)
+    again = ValueModel.from_pretrained(tmp_path / "vm", tokenizer=tokenizer)
+    torch.testing.assert_close(again(ids)[0], vm(ids)[0], rtol=0, atol=0)
+    with pytest.raises(UserError, match="extra_layers"):
+        ValueModel.from_reference(ref, 2, tokenizer, extra_layers=-1)
 
 
 def test_lm_head_start_gives_pi_refs_logits_centred_over_the_vocabulary(arch, tokenizer, rng):
