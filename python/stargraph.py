@@ -444,6 +444,7 @@ def hops_chart(result: dict, path: Path) -> None:
         hop_keys = list(accuracy)
         ax.plot([int(h) for h in hop_keys], [accuracy[h] for h in hop_keys], marker="o", label=label)
     ax.axhline(result["chance"], ls="--", color="black", lw=1, label="chance")
+    ax.set_xticks([int(h) for h in hops_rows(result)[0][1]])
     ax.invert_xaxis()
     ax.set_xlabel("hops before the goal (left: the first step)")
     ax.set_ylabel("held-out accuracy")
