@@ -189,13 +189,12 @@ def check_config(cfg: TrainConfig) -> None:
     for name, value in positive.items():
         if not value > 0:
             raise UserError(f"{name} must be positive, got {value}")
-    nonnegative = (cfg.warmup_steps, cfg.grad_clip, cfg.weight_decay, cfg.num_layers or 0, cfg.future_tokens)
-    nonnegative += (cfg.extra_layers,)
-    if min(nonnegative) < 0 or not cfg.future_weight >= 0:
-        raise UserError(
-            "warmup_steps, grad_clip, weight_decay, num_layers, extra_layers, future_tokens and future_weight must not "
-            "be negative"
-        )
+    nonnegative = {"warmup_steps": cfg.warmup_steps, "grad_clip": cfg.grad_clip, "weight_decay": cfg.weight_decay}
+    nonnegative |= {"num_layers": cfg.num_layers or 0, "extra_layers": cfg.extra_layers}
+    nonnegative |= {"future_tokens": cfg.future_tokens, "future_weight": cfg.future_weight}
+    for name, value in nonnegative.items():
+        if not value >= 0:  # NaN too
+            raise UserError(f"{name} must not be negative, got {value}")
     if not 0 <= cfg.backbone_lr_scale <= 1:
         raise UserError(f"backbone_lr_scale must be in [0, 1], got {cfg.backbone_lr_scale}")
     resolve_dtype(cfg.dtype, cfg.device)
