@@ -213,10 +213,9 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
     task = task or build_task(cfg)
-    if cfg.future_targets not in ("rollout", "task"):
-        raise UserError(f"future_targets must be rollout or task, not {cfg.future_targets!r}")
-    if cfg.future_targets == "task" and type(task).future_targets is Task.future_targets:
-        raise UserError(f"future_targets task needs a task with a future_targets hook; {task.name!r} has none")
+    training.check_config(train_config(cfg, cfg.ref_model, 1, cfg.kind))  # every training field, before any work
+    if cfg.future_targets == "task":
+        training.check_task_hook(task)
     check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)
     rows: list[dict] | None = None

@@ -428,7 +428,7 @@ def calibrate_bias(model: ValueModel, batch: Batch) -> None:
 
 def batch_loss(model: ValueModel, batch: Batch, fit: str = "likelihood") -> torch.Tensor:
     """Mean loss over every target position of the batch (prefix extension in one pass)."""
-    return model.loss(target_outputs(model, batch), batch.rewards, fit)
+    return batch_losses(model, batch, fit, None)[0]
 
 
 def batch_losses(
@@ -795,10 +795,15 @@ def task_future_targets(cfg: TrainConfig, task: Task | None) -> FutureTargets | 
     """The task's future-token hook when the config asks for it (refused when the task has none)."""
     if cfg.future_targets != "task" or cfg.future_tokens == 0 or cfg.future_weight == 0:
         return None
+    check_task_hook(task)
+    return task.future_targets
+
+
+def check_task_hook(task: Task | None) -> None:
+    """One sentence when future_targets="task" meets a task without a `future_targets` hook."""
     if task is None or type(task).future_targets is Task.future_targets:
         name = "no task" if task is None else f"task {task.name!r}"
         raise UserError(f"future_targets task needs a task with a future_targets hook; {name} has none")
-    return task.future_targets
 
 
 def run_train(cfg: TrainConfig, progress: bool = True, task: Task | None = None) -> dict[str, Any]:
