@@ -1,7 +1,9 @@
 """qsharp_ext: Q♯ value-guided decoding for frozen Hugging Face causal LMs, with compiled kernels.
 
 The numerics (`bernoulli_log_offset`, `guided_logits`, `token_kl` ...) import fast; the model-facing
-API (`guided_generate`, `ValueModel`, `QSharpLogitsProcessor`) loads `transformers` on first use.
+API (`guided_generate`, `ValueModel`, `QSharpLogitsProcessor`) and the stages, each a function of its typed
+config (`run_collect(CollectConfig)`, `run_train(TrainConfig)`, `run_evaluate(EvaluateConfig)`,
+`run_pipeline(PipelineConfig)`: what the `qsharp-ext` commands call), load `transformers` on first use.
 """
 
 from importlib import import_module
@@ -20,11 +22,20 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+# Loaded on first use. The stage functions keep their modules' names: `qsharp_ext.pipeline` is the module.
 _LAZY = {
     "guided_generate": "qsharp_ext.generate",
     "GenerationOutput": "qsharp_ext.generate",
     "ValueModel": "qsharp_ext.value_model",
     "QSharpLogitsProcessor": "qsharp_ext.guidance",
+    "run_collect": "qsharp_ext.rollouts",
+    "CollectConfig": "qsharp_ext.rollouts",
+    "run_train": "qsharp_ext.training",
+    "TrainConfig": "qsharp_ext.training",
+    "run_evaluate": "qsharp_ext.evaluation",
+    "EvaluateConfig": "qsharp_ext.evaluation",
+    "run_pipeline": "qsharp_ext.pipeline",
+    "PipelineConfig": "qsharp_ext.pipeline",
 }
 
 
@@ -34,9 +45,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'qsharp_ext' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
+    "CollectConfig",
+    "EvaluateConfig",
     "GenerationOutput",
+    "PipelineConfig",
     "QSharpLogitsProcessor",
+    "TrainConfig",
     "ValueModel",
     "__version__",
     "bernoulli_log_offset",
@@ -44,5 +63,9 @@ __all__ = [
     "guided_logits",
     "histogram_log_offset",
     "mean_log_offset",
+    "run_collect",
+    "run_evaluate",
+    "run_pipeline",
+    "run_train",
     "token_kl",
 ]
