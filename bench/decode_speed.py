@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,6 +40,30 @@ PROMPTS = [
 ]
 
 
+def smollm2_config() -> LlamaConfig:
+    """SmolLM2-135M's shape (30 layers, width 576, vocabulary 49,152, tied embeddings)."""
+    return LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+def random_reference(
+    config: LlamaConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[LlamaForCausalLM, object]:
+    """A randomly initialised Llama of `config`'s shape, built directly on `device` in `dtype`, and a word-level
+    stand-in tokenizer of the same vocabulary size (words `w0`, `w1`, ... then three specials)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in this dtype: an 8B model never exists in float32
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    words = [f"w{i}" for i in range(config.vocab_size - 3)]
+    return model, word_level_tokenizer(words)
+
+
 def reference_model() -> tuple[torch.nn.Module, object, str]:
     """SmolLM2-135M-Instruct if its package is installed, else a random Llama of the same shape."""
     try:
@@ -46,13 +71,8 @@ def reference_model() -> tuple[torch.nn.Module, object, str]:
         return model, tokenizer, "SmolLM2-135M-Instruct (real weights)"
     except Exception as err:
         print(f"SmolLM2 unavailable ({err}); using a random Llama of the same shape")
-
-    config = LlamaConfig(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, max_position_embeddings=2048, tie_word_embeddings=True,
-    )  # fmt: skip
-    words = [f"w{i}" for i in range(config.vocab_size - 3)]  # a stand-in tokenizer of the same size
-    return LlamaForCausalLM(config).eval(), word_level_tokenizer(words), "random Llama, SmolLM2-135M shape"
+    model, tokenizer = random_reference(smollm2_config())
+    return model, tokenizer, "random Llama, SmolLM2-135M shape"
 
 
 def matmul_macs(module: torch.nn.Module) -> int:
@@ -104,6 +124,35 @@ def tokens_per_second(fn, tokens: int) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def decoding_runs(
+    ref, tokenizer, prompts: list[str], vtype: ValueModel, qtype: ValueModel, top_k: int, eta: float = 0.1
+) -> dict[str, Callable[[int], object]]:
+    """The decoders compared here, each a function of the number of new tokens (all generate exactly that many:
+    no EOS stop): `hf_generate` (π_ref's `model.generate`, plain sampling), `engine_plain` (`guided_generate`
+    with guidance off), `qsharp` (V-type value model at η) and `qsharp_qtype` (Q-type at η)."""
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(ref.device)
+
+    def hf_generate(new_tokens: int):
+        with torch.no_grad():
+            return ref.generate(
+                **batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
+            )  # fmt: skip
+
+    def engine(value_model: ValueModel | None, etas: tuple) -> Callable[[int], object]:
+        return lambda new_tokens: guided_generate(
+            ref, tokenizer, prompts, value_model, etas=etas, max_new_tokens=new_tokens, top_k=top_k,
+            eos_token_id=[], seed=0,
+        )  # fmt: skip
+
+    return {
+        "hf_generate": hf_generate,
+        "engine_plain": engine(None, (None,)),
+        "qsharp": engine(vtype, (eta,)),
+        "qsharp_qtype": engine(qtype, (eta,)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
@@ -124,31 +173,15 @@ def main() -> None:
     qtype = ValueModel.from_reference(ref, args.value_layers, tokenizer, parameterization="q").eval()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
     n_tokens = args.batch * args.new_tokens
-    common = dict(max_new_tokens=args.new_tokens, top_k=args.top_k, eos_token_id=[], seed=0)
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-
-    def hf_generate(new_tokens=args.new_tokens):
-        with torch.no_grad():
-            ref.generate(
-                **batch, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
-
-    runs = {
-        "hf_generate_tok_s": hf_generate,
-        "engine_plain_tok_s": lambda: guided_generate(ref, tokenizer, prompts, None, etas=(None,), **common),
-        "qsharp_tok_s": lambda: guided_generate(ref, tokenizer, prompts, vtype, etas=(0.1,), **common),
-        "qsharp_qtype_tok_s": lambda: guided_generate(ref, tokenizer, prompts, qtype, etas=(0.1,), **common),
-    }
-    hf_generate(4)  # warm-up: first-call allocations and thread pools
+    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, args.top_k)
+    runs["hf_generate"](4)  # warm-up: first-call allocations and thread pools
     result: dict[str, object] = {}
     for name, fn in runs.items():
-        result[name] = tokens_per_second(fn, n_tokens)
-        print(f"{name}: {result[name]:.1f} tok/s")
+        result[f"{name}_tok_s"] = tokens_per_second(lambda fn=fn: fn(args.new_tokens), n_tokens)
+        print(f"{name}_tok_s: {result[f'{name}_tok_s']:.1f} tok/s")
     # The naive baseline is slow, so it runs fewer tokens; Q♯ is timed again on exactly those tokens, since
     # the naive cost grows with the prefix and a ratio is only fair at equal length.
-    short = dict(common, max_new_tokens=args.naive_tokens)
-    short_run = lambda: guided_generate(ref, tokenizer, prompts, vtype, etas=(0.1,), **short)  # noqa: E731
+    short_run = lambda: runs["qsharp"](args.naive_tokens)  # noqa: E731
     result["qsharp_short_tok_s"] = tokens_per_second(short_run, args.batch * args.naive_tokens)
     with torch.no_grad():
         naive = lambda: naive_generate(ref, vtype, tokenizer, prompts, args.top_k, 0.1, args.naive_tokens)  # noqa: E731

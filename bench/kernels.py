@@ -56,13 +56,15 @@ def bench_row(vocab: int, batch: int, repeats: int) -> dict:
     eta, noise = torch.full((batch,), 0.1), torch.rand(batch, generator=gen)
     row = {"V": vocab, "batch": batch, "k": K}
     row["torch_ms"] = median_ms(lambda: step(x, head_out, eta, noise, "torch"), repeats)
-    row["cpp_ms"] = median_ms(lambda: step(x, head_out, eta, noise, "cpp"), repeats)
-    row["speedup"] = row["torch_ms"] / row["cpp_ms"]
+    built = kernels.compiled_extension() is not None  # without _C (a failed build) only torch and triton run
+    if built:
+        row["cpp_ms"] = median_ms(lambda: step(x, head_out, eta, noise, "cpp"), repeats)
+        row["speedup"] = row["torch_ms"] / row["cpp_ms"]
     if torch.cuda.is_available():
         gpu = [t.cuda() for t in (x, head_out, eta, noise)]
         row["torch_gpu_ms"] = median_ms(lambda: step(*gpu, "torch"), repeats, sync=True)
         row["triton_ms"] = median_ms(lambda: step(*gpu, "triton"), repeats, sync=True)
-        if kernels.compiled_extension().has_cuda():
+        if built and kernels.compiled_extension().has_cuda():
             row["cuda_ms"] = median_ms(lambda: step(*gpu, "cuda"), repeats, sync=True)
     return row
 
