@@ -15,14 +15,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from tqdm import tqdm
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.kernels import fused_step
 from qsharp_ext.loading import stop_token_ids, token_id_list
+from qsharp_ext.prompts import prompt_token_ids
+from qsharp_ext.sampling_settings import resolve_sampling
 from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions, prefill
 from qsharp_ext.value_model import ValueModel, check_tokenizer
 
@@ -31,9 +34,12 @@ StepHook = Callable[[int, dict], None]
 
 @dataclasses.dataclass
 class GenerationOutput:
-    """Generated tokens and their log-probs; row r is (prompt_index[r], eta[r], sample_index[r])."""
+    """Generated tokens and their log-probs; row r is (prompt_index[r], eta[r], sample_index[r]).
 
-    sequences: torch.Tensor  # (N, T) int64, pad_token_id after each row's end
+    `sequences` hold the completions only, not the prompts (unlike `model.generate`'s output).
+    """
+
+    sequences: torch.Tensor  # (N, T) int64 completion tokens, pad_token_id after each row's end
     lengths: torch.Tensor  # (N,) generated tokens per row, EOS included
     logp_pi: torch.Tensor  # (N, T) ln π(token) under the guided policy (0 past the end)
     logp_ref: torch.Tensor  # (N, T) ln π_ref(token) at the sampling temperature (0 past the end)
@@ -41,6 +47,7 @@ class GenerationOutput:
     prompt_index: torch.Tensor  # (N,)
     eta: torch.Tensor  # (N,) float, inf for unguided rows
     sample_index: torch.Tensor  # (N,)
+    seed: int | None = None  # the noise's seed (drawn when none was given; None with row_seeds or greedy)
 
     def token_lists(self) -> list[list[int]]:
         return [row[:n].tolist() for row, n in zip(self.sequences, self.lengths.tolist(), strict=True)]
@@ -62,33 +69,22 @@ class _Rows:
     sample_index: torch.Tensor
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
-    if not prompts:
-        raise UserError("no prompts given")
-    if isinstance(prompts[0], str):
-        return [tokenizer(p, add_special_tokens=False)["input_ids"] or [] for p in prompts]
-    return [list(p) for p in prompts]
-
-
 def _left_pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if any(len(p) == 0 for p in ids):
-        raise UserError("a prompt is empty: every prompt needs at least one token")
     width = max(map(len, ids))
     input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in ids])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids])
     return input_ids, mask
 
 
-def _check_args(etas: Sequence[float | None], top_k: int, temperature: float, top_p: float, vocab: int) -> None:
+def _check_args(etas: Sequence[float | None], top_k: int, ids: list[list[int]], vocab: int) -> None:
     for eta in etas:
         if eta is not None and not eta > 0:
             raise UserError(f"eta must be positive (got {eta}); use None for unguided sampling")
     if not 1 <= top_k <= vocab:
         raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
-    if not temperature > 0:
-        raise UserError(f"temperature must be positive, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+    outside = next((t for row in ids for t in row if not 0 <= t < vocab), None)
+    if outside is not None:
+        raise UserError(f"prompt token id {outside} is outside the model's vocabulary of {vocab} tokens")
 
 
 def _context_limit(model: PreTrainedModel) -> int:
@@ -104,16 +100,23 @@ def _next_logits(
 
 
 class _NoiseSource:
-    """Uniform noise for sampling: one stream for the batch, or one per row when row seeds are given."""
+    """Uniform noise for sampling: one stream for the batch, or one per row when row seeds are given.
 
-    def __init__(self, n: int, seed: int, row_seeds: Sequence[int] | None) -> None:
+    Greedy decoding draws u = 0: the fused step then takes the first token of its order, the candidate with
+    the highest guided logit, which is π's most likely token (non-candidates have less π_ref mass and the
+    floor offset; only a mean head with E[z] < 0 can put a non-candidate higher).
+    """
+
+    def __init__(self, n: int, seed: int, row_seeds: Sequence[int] | None, greedy: bool) -> None:
         if row_seeds is not None and len(row_seeds) != n:
             raise UserError(f"row_seeds needs one seed per row ({n}), got {len(row_seeds)}")
         seeds = [seed] if row_seeds is None else list(row_seeds)
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.n = n
+        self.n, self.greedy = n, greedy
 
     def draw(self) -> torch.Tensor:
+        if self.greedy:
+            return torch.zeros(self.n, dtype=torch.float64)
         if len(self.generators) == 1 and self.n != 1:
             return torch.rand(self.n, generator=self.generators[0], dtype=torch.float64)
         return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
@@ -147,18 +150,21 @@ def _build_rows(ids: list[list[int]], pad_id: int, etas: Sequence[float | None],
 def guided_generate(
     ref_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str] | Sequence[Sequence[int]],
+    prompts: Any,
     value_model: ValueModel | None = None,
     *,
-    etas: Sequence[float | None] = (0.1,),
-    num_samples: int = 1,
-    max_new_tokens: int = 128,
+    attention_mask: Any = None,
+    generation_config: GenerationConfig | None = None,
+    etas: float | Sequence[float | None] | None = (0.1,),
+    num_samples: int | None = None,
+    max_new_tokens: int | None = None,
     top_k: int = 20,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    do_sample: bool | None = None,
     candidates_only: bool = False,
     eos_token_id: int | Sequence[int] | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     row_seeds: Sequence[int] | None = None,
     rollin_steps: Sequence[int] | None = None,
     progress: bool = False,
@@ -166,38 +172,65 @@ def guided_generate(
 ) -> GenerationOutput:
     """Sample `num_samples` completions per prompt and per η from π ∝ π_ref · E[exp(z/η)].
 
+    `prompts` is what `model.generate` users hold (see `qsharp_ext.prompts`): a string or a list of strings
+    (tokenized without special tokens), token-id lists, a tensor of input_ids with its `attention_mask`
+    (left or right padded), a BatchEncoding, or chat messages (one conversation of {"role", "content"}
+    dicts or a list of them, rendered with the tokenizer's chat template and generation prompt).
+    The output's `sequences` hold the completions only, never the prompt.
+
     `etas` may mix values and None (plain π_ref sampling); one trained value model serves them all.
-    Rows stop independently at a stop id or after `max_new_tokens`. The stop ids are `eos_token_id` when it is
-    given (`[]`: none), else `stop_token_ids(ref_model, tokenizer)`: the tokenizer's EOS and the model's own.
-    `row_seeds` (one per row, rows ordered prompt-major, then η, then sample) gives every row its own noise
-    stream, so a row's sample does not depend on what else is in the batch. `rollin_steps` (one per row)
-    switches a row to plain π_ref after that many guided tokens (DAgger roll-in, then roll-out).
+    `top_k` is how many of π_ref's most likely tokens the value model scores at each step; it does not
+    truncate: other tokens keep π_ref's mass times the floor offset and can still be drawn unless
+    `candidates_only`. `temperature` (default 1.0) shapes π_ref before the guidance; `top_p` (default 1.0)
+    keeps a nucleus of π; `do_sample=False` decodes greedily (π's most likely token at each step; the
+    temperature still shapes π). `max_new_tokens` defaults to 128, `num_samples` to 1.
+    `generation_config` (a `transformers.GenerationConfig`) supplies these settings where the keyword is not
+    given, as in `model.generate` (see `qsharp_ext.sampling_settings`). Rows stop independently at a stop id
+    or after `max_new_tokens`. The stop ids are `eos_token_id` when it is given (`[]`: none), else the
+    config's, else `stop_token_ids(ref_model, tokenizer)`: the tokenizer's EOS and the model's own.
+    `seed` fixes the noise; None draws a fresh seed from torch's global generator (so `torch.manual_seed`
+    repeats a call, as with `model.generate`), returned as the output's `seed`. `row_seeds` (one per row,
+    rows ordered prompt-major, then η, then sample) gives every row its own noise stream, so a row's sample
+    does not depend on what else is in the batch. `rollin_steps` (one per row) switches a row to plain π_ref
+    after that many guided tokens (DAgger roll-in, then roll-out).
     `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
+    Every input is checked before any model runs; a mistake is a UserError in one sentence.
     """
+    etas = [etas] if etas is None or isinstance(etas, int | float) else list(etas)
+    ids = prompt_token_ids(tokenizer, prompts, attention_mask)
+    opts = resolve_sampling(
+        generation_config, max(map(len, ids)), do_sample=do_sample, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, num_samples=num_samples, eos_token_id=eos_token_id,
+    )  # fmt: skip
     vocab = ref_model.config.vocab_size
     guided = any(e is not None for e in etas)
-    _check_args(etas, top_k, temperature, top_p, vocab)
+    if not etas:
+        raise UserError("etas must hold at least one value (None: unguided)")
+    _check_args(etas, top_k, ids, vocab)
     if guided and value_model is None:
         raise UserError("a value model is needed for guided decoding (or pass etas=[None])")
     if value_model is not None:
         check_tokenizer(value_model.head_config, tokenizer, "the given value model")
     device = ref_model.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    eos = eos_token_id if eos_token_id is not None else stop_token_ids(ref_model, tokenizer)
+    eos = opts.eos_token_id if opts.eos_token_id is not None else stop_token_ids(ref_model, tokenizer)
     eos_ids = torch.tensor(token_id_list(eos), dtype=torch.long, device=device)
+    max_new_tokens, temperature, top_p = opts.max_new_tokens, opts.temperature, opts.top_p
 
-    rows = _build_rows(_encode(tokenizer, prompts), pad_id, etas, num_samples)
+    rows = _build_rows(ids, pad_id, etas, opts.num_samples)
     limit = min(_context_limit(ref_model), _context_limit(value_model.backbone) if value_model else math.inf)
     if rows.prompt_ids.shape[1] + max_new_tokens > limit:
         raise UserError(
             f"prompt ({rows.prompt_ids.shape[1]} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's context of {limit} tokens"
         )
+    n = rows.attention_mask.shape[0]
+    if seed is None and row_seeds is None and opts.do_sample:  # fresh noise; the global RNG is left alone otherwise
+        seed = int(torch.randint(2**62, ()).item())
+    noise_source = _NoiseSource(n, seed or 0, row_seeds, greedy=not opts.do_sample)
+    switch = _per_row(rollin_steps, n, "rollin_steps", device)
     rows.prompt_ids, rows.prompt_mask = rows.prompt_ids.to(device), rows.prompt_mask.to(device)
     rows.attention_mask, rows.eta = rows.attention_mask.to(device), rows.eta.to(device)
-    n = rows.attention_mask.shape[0]
-    noise_source = _NoiseSource(n, seed, row_seeds)
-    switch = _per_row(rollin_steps, n, "rollin_steps", device)
     head = value_model.kind if value_model is not None else "bernoulli"
     atoms = value_model.atoms if value_model is not None and head == "histogram" else None
 
@@ -250,4 +283,5 @@ def guided_generate(
         prompt_index=rows.prompt_index,
         eta=rows.eta.cpu(),
         sample_index=rows.sample_index,
+        seed=seed if row_seeds is None else None,
     )

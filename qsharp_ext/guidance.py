@@ -1,12 +1,20 @@
 """QSharpLogitsProcessor: Q♯ guidance as a `transformers.LogitsProcessor`, for users of `model.generate`.
 
-    out = ref_model.generate(**inputs, do_sample=True, top_k=0, temperature=1.0,
-                             logits_processor=[QSharpLogitsProcessor(value_model, eta=0.1, ...)])
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    processor = QSharpLogitsProcessor(value_model, eta=0.1, attention_mask=batch["attention_mask"])
+    out = ref_model.generate(**batch, do_sample=True, top_k=0, temperature=1.0, logits_processor=[processor])
 
-It returns π's log-probs, so `generate` samples from π ∝ π_ref · E[exp(z/η)]. Put the temperature here,
-not in `generate` (HF would apply it after the guidance), and switch off `generate`'s own top-k/top-p.
-The processor keeps the value model's KV cache between calls, like `guided_generate`; one processor
-serves one `generate` call at a time. `guided_generate` is faster (fused kernels) and returns exact KL.
+It returns π's log-probs, so `generate` samples from π ∝ π_ref · E[exp(z/η)] (or, with do_sample=False,
+takes π's most likely token). Put the temperature here, not in `generate` (HF would apply it after the
+guidance), and switch off `generate`'s own top-k/top-p.
+
+`generate` does not show a logits processor the attention mask, so a padded batch needs its mask here: a
+batch of different prompts without one is refused, since padding cannot be told from text (a pad id can be
+a real token: SmolLM2 pads with <|im_end|>, which ends every chat turn). `num_return_sequences` copies are
+matched to their prompt's mask. The processor keeps the value model's KV cache from step to step and starts
+afresh when `generate` is called again (it recognises a step by its rows: the previous step's plus one
+token). Beam search reorders rows between steps and is refused. `guided_generate` is faster (fused kernels)
+and returns exact KL.
 """
 
 from __future__ import annotations
@@ -23,7 +31,13 @@ from qsharp_ext.value_model import ValueModel
 
 
 class QSharpLogitsProcessor(LogitsProcessor):
-    """Adds each top-k candidate's log-offset ln E[exp(z/η)] to π_ref's logits (non-candidates: the floor)."""
+    """Adds each top-k candidate's log-offset ln E[exp(z/η)] to π_ref's logits (non-candidates: the floor).
+
+    `attention_mask` is the mask of the batch given to `generate` (one row per prompt); it belongs to that
+    batch: build one processor per padded batch. Without it, every row must hold the same prompt, or
+    `pad_token_id` must be given and no row may start or end with it (then no row is padded). The pad id is
+    never used to mask tokens.
+    """
 
     def __init__(
         self,
@@ -39,23 +53,63 @@ class QSharpLogitsProcessor(LogitsProcessor):
             raise UserError(f"eta must be positive, got {eta}")
         if not temperature > 0:
             raise UserError(f"temperature must be positive, got {temperature}")
+        if attention_mask is not None and torch.as_tensor(attention_mask).dim() != 2:
+            raise UserError("attention_mask must be the (prompts, length) mask of the batch given to generate")
         self.value_model, self.eta, self.top_k, self.temperature = value_model, eta, top_k, temperature
-        self.prompt_mask, self.pad_token_id, self.candidates_only = attention_mask, pad_token_id, candidates_only
+        self.pad_token_id, self.candidates_only = pad_token_id, candidates_only
+        self.prompt_mask = None if attention_mask is None else torch.as_tensor(attention_mask)
+        self.mask_prompts: torch.Tensor | None = None  # the prompt rows `prompt_mask` was first matched to
         self.scorer: CandidateScorer | None = None
-        self.mask: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None  # (B, L) the current rows' mask
+        self.seen: torch.Tensor | None = None  # (B, L) the rows of the previous call
         self.last_candidates: torch.Tensor | None = None
 
-    def _sync(self, input_ids: torch.Tensor) -> None:
-        """Start on a new prompt batch, or append the token `generate` just sampled."""
-        if self.scorer is None or self.mask is None or input_ids.shape[1] != self.mask.shape[1] + 1:
-            mask = self.prompt_mask
-            if mask is None:
-                mask = (
-                    (input_ids != self.pad_token_id).long()
-                    if self.pad_token_id is not None
-                    else torch.ones_like(input_ids)
+    def _prompt_mask_for(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The mask of a new prompt batch: the given one (copied for num_return_sequences), or all ones."""
+        rows, width = input_ids.shape
+        if self.prompt_mask is None:
+            same = (input_ids == input_ids[:1]).all()
+            pad = self.pad_token_id
+            if not same and (pad is None or (input_ids[:, 0] == pad).any() or (input_ids[:, -1] == pad).any()):
+                raise UserError(
+                    f"QSharpLogitsProcessor got {rows} different prompt rows and no attention_mask: pass "
+                    "attention_mask=batch['attention_mask'], since padding cannot be told from text"
                 )
-            self.mask = mask.to(input_ids.device)
+            return torch.ones_like(input_ids)
+        mask = self.prompt_mask.to(input_ids.device)
+        if mask.shape[1] != width or rows % mask.shape[0] != 0:
+            raise UserError(
+                f"the processor's attention_mask has shape {tuple(mask.shape)} but generate's batch has {rows} rows "
+                f"of {width} tokens: give it the mask of the batch passed to generate (one processor per batch)"
+            )
+        prompts = input_ids[:: rows // mask.shape[0]]  # num_return_sequences copies are consecutive
+        if self.mask_prompts is None:
+            self.mask_prompts = prompts
+        elif self.mask_prompts.shape != prompts.shape or not torch.equal(self.mask_prompts, prompts):
+            raise UserError(
+                "this QSharpLogitsProcessor's attention_mask belongs to the batch of its first generate call: "
+                "build a new processor for a new batch"
+            )
+        return mask.repeat_interleave(rows // mask.shape[0], 0)
+
+    def _continues(self, input_ids: torch.Tensor) -> bool:
+        """Whether `input_ids` is the previous call's rows plus one token each (the next step of `generate`)."""
+        seen = self.seen
+        if seen is None or input_ids.shape != (seen.shape[0], seen.shape[1] + 1):
+            return False
+        if torch.equal(input_ids[:, :-1], seen):
+            return True
+        if (input_ids[:, None, :-1] == seen[None]).all(-1).any(-1).all():  # every row is some previous row
+            raise UserError(
+                "generate reordered the rows between steps (beam search?): QSharpLogitsProcessor supports "
+                "sampling and greedy search only (num_beams=1)"
+            )
+        return False
+
+    def _sync(self, input_ids: torch.Tensor) -> None:
+        """Start on a new prompt batch, or append the token `generate` just chose."""
+        if not self._continues(input_ids):
+            self.mask = self._prompt_mask_for(input_ids)
             self.scorer = CandidateScorer(self.value_model, input_ids, self.mask)
             return
         token = input_ids[:, -1]
@@ -69,6 +123,7 @@ class QSharpLogitsProcessor(LogitsProcessor):
         if not 1 <= self.top_k <= scores.shape[-1]:
             raise UserError(f"top_k must be between 1 and the vocabulary size {scores.shape[-1]}, got {self.top_k}")
         self._sync(input_ids)
+        self.seen = input_ids.clone()  # generate's own tensor may be reused
         logits = scores.float()
         cand = fused_step.expand_candidates(logits, self.temperature, self.top_k)
         self.last_candidates = cand.ids

@@ -1,4 +1,5 @@
-"""Tiny random causal LMs (Llama, Qwen2, GPT-2) and a word-level tokenizer that they share."""
+"""Tiny random causal LMs (Llama, Qwen2, GPT-2) and a word-level tokenizer that they share (with or without a
+chat template)."""
 
 import pytest
 import torch
@@ -19,6 +20,24 @@ WORDS = [f"w{i}" for i in range(45)]
 
 def make_tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
     return word_level_tokenizer(words)
+
+
+# Turns as `<bos> w40|w41 content <pad>`: the pad token also ends every turn, as SmolLM2's <|im_end|> does, so
+# masking by the pad id would hide real tokens.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<bos> {{ 'w40' if m['role'] == 'user' else 'w41' }} {{ m['content'] }} <pad> "
+    "{% endfor %}{% if add_generation_prompt %}<bos> w41{% endif %}"
+)
+CONVERSATIONS = [
+    [{"role": "user", "content": "w1 w2 w3"}],
+    [{"role": "user", "content": "w5"}, {"role": "assistant", "content": "w6 w7"}, {"role": "user", "content": "w8"}],
+]
+
+
+def make_chat_tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = make_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def make_causal_lm(arch: str, vocab_size: int, num_layers: int = 3, seed: int = 0):
