@@ -46,7 +46,8 @@ def median_ms(fn, repeats: int, sync: bool = False) -> float:
 def step(x: torch.Tensor, head_out: torch.Tensor, eta: torch.Tensor, noise: torch.Tensor, backend: str):
     """One decoding step through `backend` ("torch" is the reference composition)."""
     cand = FS.expand_candidates(x, 1.0, K, backend=backend)
-    return FS.guided_sample(x, cand, head_out, "bernoulli", eta, 1.0, noise, backend=backend)
+    floor = torch.zeros_like(eta)  # a Bernoulli head's lowest reward is 0
+    return FS.guided_sample(x, cand, head_out, "bernoulli", eta, 1.0, noise, floor=floor, backend=backend)
 
 
 def bench_row(vocab: int, batch: int, repeats: int) -> dict:

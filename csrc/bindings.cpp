@@ -1,4 +1,6 @@
-// Python bindings of qsharp_ext._C: argument checks, then the CPU (ATen) or CUDA implementation.
+// Python bindings of qsharp_ext._C: shape, dtype and device checks, then the CPU (ATen) or CUDA implementation.
+// Values (η, temperature, top_p) are not checked here: the Python entry points check them where a user gives
+// them (qsharp_ext/eta.py), and a check here would read the device's memory at every decoding step.
 #include <torch/extension.h>
 
 #include "cpu/fused_step.h"
@@ -15,8 +17,6 @@
 
 namespace {
 
-void check_eta(double eta) { TORCH_CHECK(eta > 0, "eta must be positive, got ", eta); }
-
 void check_float(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64, name,
               " must be float32 or float64, got ", t.scalar_type());
@@ -29,7 +29,6 @@ void check_cuda(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "CUDA kernel 
 [[noreturn]] void no_cuda() { TORCH_CHECK(false, "qsharp_ext._C was built without CUDA kernels"); }
 
 torch::Tensor bernoulli_log_offset(const torch::Tensor& logit, double eta) {
-  check_eta(eta);
   check_float(logit, "logit");
   const auto in = logit.contiguous();
   auto out = torch::empty_like(in);
@@ -50,7 +49,6 @@ torch::Tensor bernoulli_log_offset(const torch::Tensor& logit, double eta) {
 }
 
 torch::Tensor histogram_log_offset(const torch::Tensor& logits, const torch::Tensor& atoms, double eta) {
-  check_eta(eta);
   check_float(logits, "logits");
   TORCH_CHECK(logits.dim() >= 1 && logits.size(-1) >= 1, "logits must have a non-empty last dimension (atoms)");
   TORCH_CHECK(atoms.dim() == 1 && atoms.size(0) == logits.size(-1), "atoms must be 1-D with one value per logit, got ",
@@ -90,7 +88,6 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates(const 
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "ref_logits must be (B, V) with V >= 1, got ",
               logits.sizes());
   TORCH_CHECK(logits.scalar_type() == torch::kFloat32, "ref_logits must be float32, got ", logits.scalar_type());
-  TORCH_CHECK(temperature > 0, "temperature must be positive, got ", temperature);
   TORCH_CHECK(k >= 1 && k <= logits.size(1), "k must be in [1, V] = [1, ", logits.size(1), "], got ", k);
   const auto in = logits.contiguous();
   const int64_t rows = in.size(0);
@@ -130,8 +127,6 @@ std::vector<torch::Tensor> guided_sample(const torch::Tensor& logits, const torc
   const int64_t rows = logits.size(0), vocab = logits.size(1), k = ids.size(1);
   const auto device = logits.device();
   const int kind = head_kind(head);
-  TORCH_CHECK(temperature > 0, "temperature must be positive, got ", temperature);
-  TORCH_CHECK(top_p > 0 && top_p <= 1, "top_p must be in (0, 1], got ", top_p);
   TORCH_CHECK(k >= 1 && k <= vocab && ids.size(0) == rows, "ids must be (B, k) with 1 <= k <= V, got ", ids.sizes());
   TORCH_CHECK(ids.scalar_type() == torch::kInt64 && ids.device() == device, "ids must be int64 on ", device);
   check_f32(logits, "ref_logits", {rows, vocab}, device);
@@ -150,8 +145,6 @@ std::vector<torch::Tensor> guided_sample(const torch::Tensor& logits, const torc
   TORCH_CHECK(noise.scalar_type() == torch::kFloat64 && noise.sizes() == at::IntArrayRef{rows} &&
                   noise.device() == device,
               "noise must be float64 (B,) on ", device);
-  if (!eta.is_cuda())  // on a GPU this would synchronize every step; the Python layer checks η there
-    TORCH_CHECK(!(eta <= 0).any().item<bool>() && !eta.isnan().any().item<bool>(), "eta must be positive");
   const auto c = [](const torch::Tensor& t) { return t.contiguous(); };
   const auto x = c(logits), id = c(ids), lp = c(ref_logp), ls = c(lse), ho = c(head_out), at_v = c(atoms),
              et = c(eta), fl = c(floor), u = c(noise);

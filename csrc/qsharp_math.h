@@ -72,14 +72,26 @@ namespace qsharp {
 
 enum HeadKind : int { kBernoulliHead = 0, kHistogramHead = 1, kMeanHead = 2 };
 
-// The log-offset of one candidate; `out` points at its head output (one value, or n_atoms histogram logits).
-// η = ∞ gives 0 for every head (unguided).
+// What a row's η contributes to every candidate's log-offset, computed once per row: 1/η and, for the
+// Bernoulli head, ln(e^{1/η} - 1) (a log and an exp per row, not per candidate). η = ∞ (unguided) gives
+// 1/η = 0 and ln(e^0 - 1) = -∞: offsets of 0 for every head.
 template <typename T>
-QS_HOST_DEVICE T head_log_offset(int head, const T* out, const T* atoms, int64_t n_atoms, T eta) {
+struct RowEta {
+  T eta, inv_eta, log_expm1_inv_eta;
+};
+
+template <typename T>
+QS_HOST_DEVICE RowEta<T> row_eta(int head, T eta) {
   const T inv_eta = T(1) / eta;
-  if (head == kBernoulliHead) return bernoulli_log_offset(out[0], log_expm1(inv_eta));
-  if (head == kHistogramHead) return histogram_log_offset(out, atoms, n_atoms, inv_eta);
-  return out[0] / eta;
+  return {eta, inv_eta, head == kBernoulliHead ? log_expm1(inv_eta) : T(0)};
+}
+
+// The log-offset of one candidate; `out` points at its head output (one value, or n_atoms histogram logits).
+template <typename T>
+QS_HOST_DEVICE T head_log_offset(int head, const T* out, const T* atoms, int64_t n_atoms, const RowEta<T>& e) {
+  if (head == kBernoulliHead) return bernoulli_log_offset(out[0], e.log_expm1_inv_eta);
+  if (head == kHistogramHead) return histogram_log_offset(out, atoms, n_atoms, e.inv_eta);
+  return out[0] / e.eta;
 }
 
 // In-place heapsort of a[0..n) by `less` (no recursion, no allocation: it runs inside one GPU thread too).
@@ -292,8 +304,9 @@ struct StepOut {
 template <typename T>
 QS_HOST_DEVICE StepOut<T> guided_step_row(const StepRow<T>& r, const StepScratch<T>& s) {
   const int64_t stride = r.head == kHistogramHead ? r.n_atoms : 1;
+  const RowEta<T> e = row_eta(r.head, r.eta);
   for (int64_t c = 0; c < r.k; ++c) {
-    s.off[c] = head_log_offset(r.head, r.head_out + c * stride, r.atoms, r.n_atoms, r.eta);
+    s.off[c] = head_log_offset(r.head, r.head_out + c * stride, r.atoms, r.n_atoms, e);
     s.key[c] = r.logits[r.ids[c]] / r.temperature + s.off[c];  // the guided logit
     s.order[c] = c;
   }

@@ -1,7 +1,7 @@
 """The sharpening baseline: π_ref at a lower temperature, sampled and scored by the same engine as Q♯.
 
     python python/sharpened_reference.py model --ref-model MODEL --out runs/sharpened-model
-    qsharp-ext evaluate ... --cd-model runs/sharpened-model --etas 2.4 0.8 --no-reference-rows \
+    qsharp-ext evaluate ... --cd-model runs/sharpened-model --etas 2.4 0.8 \
         --out runs/eval-sharpened                                       # T' 0.6 and 0.4 at T 0.8
     python python/sharpened_reference.py compare --evaluation runs/eval-qsharp --sharpened runs/eval-sharpened \
         --out runs/comparison

@@ -190,7 +190,7 @@ def evaluate_model(
     if not (results.is_file() and (out / "samples.jsonl").is_file()):
         evaluate = EvaluateConfig(
             out=out, ref_model=ref, qsharp_model=str(model), etas=(eta,), num_samples=cfg.eval_samples,
-            max_prompts=n_prompts, reference_rows=False, **decode_fields(cfg),
+            max_prompts=n_prompts, **decode_fields(cfg),
         )  # fmt: skip
         run_evaluate(evaluate, task=task)
     return json.loads(results.read_text())[0]

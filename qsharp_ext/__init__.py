@@ -1,9 +1,11 @@
 """qsharp_ext: Q♯ value-guided decoding for frozen Hugging Face causal LMs, with compiled kernels.
 
 The numerics (`bernoulli_log_offset`, `guided_logits`, `token_kl` ...) import fast; the model-facing
-API (`guided_generate`, `ValueModel`, `QSharpLogitsProcessor`) and the stages, each a function of its typed
-config (`run_collect(CollectConfig)`, `run_train(TrainConfig)`, `run_evaluate(EvaluateConfig)`,
-`run_pipeline(PipelineConfig)`: what the `qsharp-ext` commands call), load `transformers` on first use.
+API (`guided_generate`, `ValueModel`, `QSharpLogitsProcessor`, `train_value_model`: π_ref in memory, prompts
+and a reward function in, a trained value model out), tasks (`Task`, `Problem`, `make_task`) and the stages,
+each a function of its typed config (`run_collect(CollectConfig)`, `run_train(TrainConfig)`,
+`run_evaluate(EvaluateConfig)`, `run_pipeline(PipelineConfig)`, `run_generate(GenerateConfig)`: what the
+`qsharp-ext` commands call), load `transformers` on first use. Every mistake a user can make is a `UserError`.
 """
 
 from importlib import import_module
@@ -28,6 +30,11 @@ _LAZY = {
     "GenerationOutput": "qsharp_ext.generate",
     "ValueModel": "qsharp_ext.value_model",
     "QSharpLogitsProcessor": "qsharp_ext.guidance",
+    "train_value_model": "qsharp_ext.train_api",
+    "Task": "qsharp_ext.tasks",
+    "Problem": "qsharp_ext.tasks",
+    "make_task": "qsharp_ext.tasks",
+    "UserError": "qsharp_ext.errors",
     "run_collect": "qsharp_ext.rollouts",
     "CollectConfig": "qsharp_ext.rollouts",
     "run_train": "qsharp_ext.training",
@@ -36,6 +43,8 @@ _LAZY = {
     "EvaluateConfig": "qsharp_ext.evaluation",
     "run_pipeline": "qsharp_ext.pipeline",
     "PipelineConfig": "qsharp_ext.pipeline",
+    "run_generate": "qsharp_ext.generate_cli",
+    "GenerateConfig": "qsharp_ext.generate_cli",
 }
 
 
@@ -52,20 +61,27 @@ def __dir__() -> list[str]:
 __all__ = [
     "CollectConfig",
     "EvaluateConfig",
+    "GenerateConfig",
     "GenerationOutput",
     "PipelineConfig",
+    "Problem",
     "QSharpLogitsProcessor",
+    "Task",
     "TrainConfig",
+    "UserError",
     "ValueModel",
     "__version__",
     "bernoulli_log_offset",
     "guided_generate",
     "guided_logits",
     "histogram_log_offset",
+    "make_task",
     "mean_log_offset",
     "run_collect",
     "run_evaluate",
+    "run_generate",
     "run_pipeline",
     "run_train",
     "token_kl",
+    "train_value_model",
 ]

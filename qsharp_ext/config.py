@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import tyro
 import yaml
@@ -19,6 +22,72 @@ import yaml
 from qsharp_ext.errors import UserError
 
 C = TypeVar("C")
+
+
+def check_field_types(cfg: Any) -> None:
+    """Check (and where it is unambiguous, convert) the field values of a config built in Python, in place.
+
+    The command line's values are parsed by tyro; a config built in Python gets the same types here, from
+    its annotations: a str or os.PathLike becomes a Path where a Path is expected (and a string where a str
+    is), a list becomes a tuple, and one item where a tuple is expected a tuple of one. A value of another
+    type, or outside a Literal's choices, is one UserError naming the field. Call it from `__post_init__`.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        ok, converted = _convert(hints[field.name], value)
+        if not ok:
+            raise UserError(f"{field.name} must be {_describe(hints[field.name])}, not {value!r}")
+        object.__setattr__(cfg, field.name, converted)
+
+
+def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
+    """(whether `value` fits `hint`, the value converted)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _convert(args[0], value)
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            ok, converted = _convert(option, value)
+            if ok:
+                return True, converted
+        return False, value
+    if origin is Literal:
+        return value in args, value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, Sequence):
+            value = (value,)  # one item: `data="round-1"` means ("round-1",)
+        items = [_convert(args[0], item) for item in value]
+        return all(ok for ok, _ in items), tuple(item for _, item in items)
+    if hint is type(None):
+        return value is None, value
+    if hint is Path:
+        return isinstance(value, str | os.PathLike), Path(value) if isinstance(value, str | os.PathLike) else value
+    if hint is str:
+        return isinstance(value, str | os.PathLike), os.fspath(value) if isinstance(value, os.PathLike) else value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool), value
+    return True, value  # anything else is not checked here
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation in words: "a path", "bernoulli, histogram or mean", "an integer or None"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return _describe(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in args)
+    if origin is Literal:
+        names = [str(a) for a in args]
+        return " or ".join(names) if len(names) <= 2 else f"one of {', '.join(names)}"
+    if origin is tuple:
+        return f"a list, each {_describe(args[0])}"
+    words = {type(None): "None", Path: "a path", str: "a string", bool: "True or False", int: "an integer"}
+    return words.get(hint, "a number" if hint is float else getattr(hint, "__name__", str(hint)))
 
 
 def load_yaml_fields(path: Path, config_cls: type) -> dict[str, Any]:

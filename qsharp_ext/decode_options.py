@@ -14,7 +14,10 @@ import dataclasses
 from typing import Any
 
 from qsharp_ext.config import base_fields, parse_key_values
-from qsharp_ext.tasks import Task, make_task
+from qsharp_ext.errors import UserError
+from qsharp_ext.loading import DtypeName, resolve_dtype
+from qsharp_ext.sampling_settings import Sampling
+from qsharp_ext.tasks import Task, TaskName, make_task
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -22,16 +25,19 @@ class SamplingOptions:
     """How π_ref (guided or not) samples, on what: shared with `generate`, which has no task."""
 
     top_k: int = 20
-    """Candidates the value model scores at each guided step."""
+    """Candidates the value model scores at each guided step: π_ref's top_k most likely tokens. Not a
+    truncation as in `model.generate`: the other tokens keep π_ref's probability (times the smallest offset)
+    and can still be drawn. 20 is the paper's choice; the vocabulary size scores every token."""
     temperature: float = 1.0
     """π_ref's sampling temperature (the same for every method)."""
     top_p: float = 1.0
     """Nucleus mass kept among the candidates (1: off)."""
     seed: int = 0
-    """Seed of the sampling noise (with a sample's identity it fixes every sample's noise)."""
+    """Seed of the sampling noise (with a sample's identity it fixes every sample's noise): the same seed draws
+    the same samples in every run (repeatable runs, paired comparisons); change it for fresh samples."""
     device: str = "auto"
     """auto (the GPU when there is one), cpu, cuda or cuda:N."""
-    dtype: str = "auto"
+    dtype: DtypeName = "auto"
     """Weights of π_ref and the value models: auto (bfloat16 on a GPU that has it, else float32), float32,
     bfloat16 or float16."""
 
@@ -40,13 +46,21 @@ class SamplingOptions:
 class DecodeOptions(SamplingOptions):
     """The task, and decoding for it."""
 
-    task: str = "first_token"
+    task: TaskName = "first_token"
     """Task: its prompts, reward and answer extraction."""
     task_options: tuple[str, ...] = ()
     """Options of the task's constructor as KEY=VALUE (VALUE read as JSON when it parses, else as text), e.g.
     `--task-options high=20 n_eval=300 'ops=["+", "-"]'`; in YAML, a mapping (`task_options: {high: 20}`)."""
     max_new_tokens: int = 32
     """Longest completion (roll-outs draw their switch step h uniformly in [0, max_new_tokens - 1])."""
+
+
+def check_sampling_options(opts: SamplingOptions, max_new_tokens: int) -> None:
+    """One clear sentence for sampling settings that cannot work, before any model loads."""
+    if opts.top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {opts.top_k}")
+    Sampling(temperature=opts.temperature, top_p=opts.top_p, max_new_tokens=max_new_tokens)  # checks them
+    resolve_dtype(opts.dtype, opts.device)
 
 
 def decode_fields(opts: DecodeOptions) -> dict[str, Any]:

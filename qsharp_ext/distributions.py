@@ -15,7 +15,9 @@ Three heads are supported:
 - Mean (the controlled-decoding baseline, which regresses E[z]): E[z] / η.
 
 Everything here is plain torch, batched over leading dimensions, and is the reference that every
-compiled kernel is tested against. It knows nothing about models, caches or sampling.
+compiled kernel is tested against. It knows nothing about models, caches or sampling. η > 0 is taken as
+given (η = ∞ gives offsets of 0: the unguided policy); it is checked where a user gives it
+(`qsharp_ext.eta`), never here, so that a decoding step does not stop to look at it.
 """
 
 from __future__ import annotations
@@ -26,13 +28,6 @@ import torch
 import torch.nn.functional as F
 
 Eta = float | torch.Tensor
-
-
-def check_eta(eta: Eta) -> None:
-    """Raise a clear error unless every η is a positive, non-NaN number (η = ∞ is allowed)."""
-    bad = (eta.isnan() | (eta <= 0)).any().item() if torch.is_tensor(eta) else not eta > 0
-    if bad:
-        raise ValueError(f"eta must be positive (got {eta}); use eta=None for unguided sampling")
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +49,6 @@ def bernoulli_log_offset(logit: torch.Tensor, eta: Eta) -> torch.Tensor:
     Computed as softplus(ln(e^{1/η} - 1) + ln p): e^{1/η} is never formed, so η = 0.01 and logits ±50 stay
     finite and keep their relative precision. Shapes: `logit` (...), `eta` a float or broadcastable tensor.
     """
-    check_eta(eta)
     inv_eta = torch.as_tensor(1.0 / eta if not torch.is_tensor(eta) else eta.reciprocal(), dtype=logit.dtype)
     log_p = -_softplus(-logit)  # ln sigmoid(logit)
     return _softplus(log_expm1(inv_eta.to(logit.device)) + log_p)
@@ -65,7 +59,6 @@ def histogram_log_offset(logits: torch.Tensor, atoms: torch.Tensor, eta: Eta) ->
 
     Shapes: `logits` (..., n), `atoms` (n,), `eta` a float or a tensor broadcastable to (...) → result (...).
     """
-    check_eta(eta)
     if torch.is_tensor(eta):
         eta = eta.to(logits.device, logits.dtype).unsqueeze(-1)
     return torch.logsumexp(F.log_softmax(logits, dim=-1) + atoms.to(logits.dtype) / eta, dim=-1)
@@ -73,13 +66,12 @@ def histogram_log_offset(logits: torch.Tensor, atoms: torch.Tensor, eta: Eta) ->
 
 def mean_log_offset(mean: torch.Tensor, eta: Eta) -> torch.Tensor:
     """The controlled-decoding (CD) baseline's offset: E[z]/η, i.e. π ∝ π_ref·exp(E[z]/η)."""
-    check_eta(eta)
     return mean / eta
 
 
 def floor_log_offset(v_min: float, eta: Eta) -> Eta:
-    """Offset given to tokens that are not candidates: that of the lowest reward, v_min/η (0 for {0, 1})."""
-    check_eta(eta)
+    """Offset given to tokens that are not candidates: that of the lowest reward, v_min/η (0 for rewards in
+    {0, 1}, and 0 at η = ∞)."""
     return v_min / eta
 
 

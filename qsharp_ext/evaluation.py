@@ -27,8 +27,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from qsharp_ext.decode_options import DecodeOptions, build_task
+from qsharp_ext.config import check_field_types
+from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_options
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_etas
 from qsharp_ext.generate import GenerationOutput, guided_generate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
@@ -59,8 +61,10 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
     cd_model: str | None = None
     """Saved CD value model (mean head); its rows are skipped when absent."""
-    etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
-    """η values for Q♯ and CD (all from one trained model each)."""
+    etas: tuple[float | None, ...] = (None, 1.0, 0.3, 0.1, 0.03)
+    """η values: each positive η gives a Q♯ and a CD row (one trained model each serves them all); None gives
+    π_ref's own row (unguided: `None` on the command line, `null` in YAML), against which `gain` is measured.
+    Leave None out to sample only the value-guided rows (e.g. ablations of one value model)."""
     num_samples: int = 8
     """Samples per prompt (n of maj@n, pass@n and best-of-n)."""
     max_prompts: int | None = None
@@ -68,8 +72,9 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     prompts_per_batch: int = 8
     """Prompts decoded together (each with num_samples rows). A batch draws its noise from the seed and its
     first prompt, so runs compare prompt by prompt only with the same seed and prompts_per_batch."""
-    reference_rows: bool = True
-    """Also sample π_ref itself (False: only the value-guided rows, e.g. for ablations of one value model)."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 def standard_error(per_prompt: torch.Tensor) -> float:
@@ -210,10 +215,26 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
 
 
 def _methods(cfg: EvaluateConfig) -> list[tuple[str, float | None]]:
-    methods: list[tuple[str, float | None]] = [("pi_ref", None)] if cfg.reference_rows else []
-    methods += [("cd", eta) for eta in cfg.etas] if cfg.cd_model else []
-    methods += [("qsharp", eta) for eta in cfg.etas] if cfg.qsharp_model else []
+    """(method, η) per results row: π_ref first when `etas` holds None, then CD's and Q♯'s η."""
+    methods: list[tuple[str, float | None]] = [("pi_ref", None)] if None in cfg.etas else []
+    guided = [eta for eta in cfg.etas if eta is not None]
+    methods += [("cd", eta) for eta in guided] if cfg.cd_model else []
+    methods += [("qsharp", eta) for eta in guided] if cfg.qsharp_model else []
     return methods
+
+
+def check_config(cfg: EvaluateConfig) -> None:
+    """One clear sentence for a config that cannot work, before any model loads or any file is written."""
+    check_scale_options(cfg)
+    check_sampling_options(cfg, cfg.max_new_tokens)
+    check_etas(cfg.etas)
+    for name in ("num_samples", "prompts_per_batch"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.max_prompts is not None and cfg.max_prompts < 1:
+        raise UserError(f"max_prompts must be at least 1 (or None for all), got {cfg.max_prompts}")
+    if not _methods(cfg):
+        raise UserError("nothing to evaluate: etas hold no None (π_ref) and no value model is given")
 
 
 class BatchSampler:
@@ -263,16 +284,12 @@ class BatchSampler:
 
 def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[dict]:
     """Sample every method on the evaluation prompts, write the report, return its rows."""
-    if cfg.num_samples < 1:
-        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
-    check_scale_options(cfg)
+    check_config(cfg)
     task = task or build_task(cfg)
     problems = task.eval_problems()[: cfg.max_prompts]
     if not problems:
         raise UserError(f"task {task.name} has no evaluation prompts")
     methods, firsts = _methods(cfg), range(0, len(problems), cfg.prompts_per_batch)
-    if not methods:
-        raise UserError("nothing to evaluate: reference_rows is off and no value model is given")
     units = [(m, first) for m in range(len(methods)) for first in firsts]
     store = UnitStore(cfg.out / "units", unit_settings(cfg))
     name = {(m, first): f"{methods[m][0]}-{methods[m][1]}-{first}" for m, first in units}
@@ -298,7 +315,7 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
         per_prompt[m] = prompt_rewards(samples, cfg.num_samples).mean(1)
         records += sample_records(method, eta, samples, prompt_ids)
-    if cfg.reference_rows:  # π_ref is methods[0]
+    if methods[0][0] == "pi_ref":
         for m, row in enumerate(rows):
             row["gain"], row["gain_se"] = paired_gain(per_prompt[m], per_prompt[0]) if m else (None, None)
     write_report(cfg, rows, task.name, records)
@@ -307,7 +324,7 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
 
 
 # Fields that do not change what a batch samples: where it runs, which rows are asked for, where results go.
-UNIT_NEUTRAL = ("out", "backend", "ray_address", "num_workers", "vllm_gpu_memory_utilization", "etas", "reference_rows")
+UNIT_NEUTRAL = ("out", "backend", "ray_address", "num_workers", "vllm_gpu_memory_utilization", "etas")
 
 
 def unit_settings(cfg: EvaluateConfig) -> dict[str, Any]:

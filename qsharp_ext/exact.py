@@ -26,7 +26,9 @@ from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qsharp_ext import distributions, kernels
+from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_eta
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.plots import accuracy_kl_plot
 
@@ -50,14 +52,19 @@ class ExactDemoConfig:
     seed: int = 0
     """Seed of π_ref's weights."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
 
 def check_config(cfg: ExactDemoConfig) -> None:
     if cfg.vocab_size < 2 or cfg.horizon < 1 or cfg.modulus < 1:
         raise UserError("vocab_size must be >= 2, horizon >= 1 and modulus >= 1")
     if cfg.vocab_size**cfg.horizon > 2_000_000:
         raise UserError(f"vocab_size ** horizon = {cfg.vocab_size**cfg.horizon} sequences is too many to enumerate")
-    if not cfg.etas or min(cfg.etas) <= 0:
-        raise UserError("etas must be a non-empty list of positive numbers")
+    if not cfg.etas:
+        raise UserError("etas must hold at least one value")
+    for eta in cfg.etas:
+        check_eta(eta, "every η in etas")
 
 
 def tiny_reference_model(vocab_size: int, init_std: float, seed: int) -> LlamaForCausalLM:

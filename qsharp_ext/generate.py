@@ -7,7 +7,8 @@ tree attention mask); the chosen candidate's keys and values are kept, so the to
 A Q-type value model gives every token's distribution from a 1-token pass.
 
 Rows are (prompt, η, sample) triples, so several η share one batch; η = None samples π_ref through the
-same code. It knows nothing of rewards or training.
+same code (the kernels see it as η = ∞). Every argument is checked once, before any model runs; the
+decoding loop checks nothing. It knows nothing of rewards or training.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tqdm import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_etas
+from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
 from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.prompts import prompt_token_ids
@@ -45,7 +48,7 @@ class GenerationOutput:
     logp_ref: torch.Tensor  # (N, T) ln π_ref(token) at the sampling temperature (0 past the end)
     kl: torch.Tensor  # (N,) exact KL(π‖π_ref) of the sequence: sum of the per-token KLs
     prompt_index: torch.Tensor  # (N,)
-    eta: torch.Tensor  # (N,) float, inf for unguided rows
+    eta: list[float | None]  # (N,) each row's η as in `etas`: None for unguided rows (π_ref)
     sample_index: torch.Tensor  # (N,)
     seed: int | None = None  # the noise's seed (drawn when none was given; None with row_seeds or greedy)
 
@@ -64,7 +67,8 @@ class _Rows:
     prompt_mask: torch.Tensor  # (P, L)
     per_prompt: int
     attention_mask: torch.Tensor  # (N, L), grows by one column per step
-    eta: torch.Tensor  # (N,) float64 as given, inf = unguided
+    etas: list[float | None]  # (N,) as given, None = unguided
+    eta: torch.Tensor  # (N,) float64 for the kernels: inf = unguided
     prompt_index: torch.Tensor
     sample_index: torch.Tensor
 
@@ -76,10 +80,7 @@ def _left_pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return input_ids, mask
 
 
-def _check_args(etas: Sequence[float | None], top_k: int, ids: list[list[int]], vocab: int) -> None:
-    for eta in etas:
-        if eta is not None and not eta > 0:
-            raise UserError(f"eta must be positive (got {eta}); use None for unguided sampling")
+def _check_args(top_k: int, ids: list[list[int]], vocab: int) -> None:
     if not 1 <= top_k <= vocab:
         raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {top_k}")
     outside = next((t for row in ids for t in row if not 0 <= t < vocab), None)
@@ -104,7 +105,7 @@ class _NoiseSource:
 
     Greedy decoding draws u = 0: the fused step then takes the first token of its order, the candidate with
     the highest guided logit, which is π's most likely token (non-candidates have less π_ref mass and the
-    floor offset; only a mean head with E[z] < 0 can put a non-candidate higher).
+    floor offset; only a mean head with E[z] below its v_min can put a non-candidate higher).
     """
 
     def __init__(self, n: int, seed: int, row_seeds: Sequence[int] | None, greedy: bool) -> None:
@@ -134,13 +135,14 @@ def _build_rows(ids: list[list[int]], pad_id: int, etas: Sequence[float | None],
     input_ids, mask = _left_pad(ids, pad_id)
     n_prompts, n_etas = len(ids), len(etas)
     per_prompt = n_etas * num_samples
-    eta_values = torch.tensor([math.inf if e is None else float(e) for e in etas], dtype=torch.float64)
+    row_etas = [eta for _ in ids for eta in etas for _ in range(num_samples)]
     return _Rows(
         prompt_ids=input_ids,
         prompt_mask=mask,
         per_prompt=per_prompt,
         attention_mask=mask.repeat_interleave(per_prompt, 0),
-        eta=eta_values.repeat_interleave(num_samples).repeat(n_prompts),
+        etas=row_etas,
+        eta=torch.tensor([math.inf if eta is None else eta for eta in row_etas], dtype=torch.float64),
         prompt_index=torch.arange(n_prompts).repeat_interleave(per_prompt),
         sample_index=torch.arange(num_samples).repeat(n_prompts * n_etas),
     )
@@ -196,7 +198,7 @@ def guided_generate(
     `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
     Every input is checked before any model runs; a mistake is a UserError in one sentence.
     """
-    etas = [etas] if etas is None or isinstance(etas, int | float) else list(etas)
+    etas = check_etas([etas] if etas is None or isinstance(etas, int | float) else etas)
     ids = prompt_token_ids(tokenizer, prompts, attention_mask)
     opts = resolve_sampling(
         generation_config, max(map(len, ids)), do_sample=do_sample, temperature=temperature, top_p=top_p,
@@ -204,9 +206,7 @@ def guided_generate(
     )  # fmt: skip
     vocab = ref_model.config.vocab_size
     guided = any(e is not None for e in etas)
-    if not etas:
-        raise UserError("etas must hold at least one value (None: unguided)")
-    _check_args(etas, top_k, ids, vocab)
+    _check_args(top_k, ids, vocab)
     if guided and value_model is None:
         raise UserError("a value model is needed for guided decoding (or pass etas=[None])")
     if value_model is not None:
@@ -231,8 +231,7 @@ def guided_generate(
     switch = _per_row(rollin_steps, n, "rollin_steps", device)
     rows.prompt_ids, rows.prompt_mask = rows.prompt_ids.to(device), rows.prompt_mask.to(device)
     rows.attention_mask, rows.eta = rows.attention_mask.to(device), rows.eta.to(device)
-    head = value_model.kind if value_model is not None else "bernoulli"
-    atoms = value_model.atoms if value_model is not None and head == "histogram" else None
+    policy = GuidedPolicy.of(value_model)
 
     ref_kv = DynamicCache()
     ref_cache = cache_kwarg(ref_model, ref_kv)  # the argument name is looked up once
@@ -253,10 +252,7 @@ def guided_generate(
         head_out = scorer.score(cand.ids, mask) if scorer else torch.zeros(cand.ids.shape, device=device)
         noise = noise_source.draw().to(device)
         eta = rows.eta if switch is None else torch.where(step < switch, rows.eta, math.inf)
-        result = fused_step.guided_sample(
-            logits, cand, head_out, head, eta.float(), temperature, noise,
-            atoms=atoms, top_p=top_p, candidates_only=candidates_only,
-        )  # fmt: skip
+        result = policy.sample(logits, cand, head_out, eta.float(), temperature, noise, top_p, candidates_only)
         if on_step is not None:
             on_step(step, {"ref_logits": logits, "cand": cand, "head_out": head_out, "result": result, "mask": mask})
         live = ~done
@@ -281,7 +277,7 @@ def guided_generate(
         logp_ref=torch.stack(logp_ref, 1),
         kl=kl,
         prompt_index=rows.prompt_index,
-        eta=rows.eta.cpu(),
+        eta=rows.etas,
         sample_index=rows.sample_index,
         seed=seed if row_seeds is None else None,
     )

@@ -6,8 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from qsharp_ext.decode_options import SamplingOptions
+from qsharp_ext.config import check_field_types
+from qsharp_ext.decode_options import SamplingOptions, check_sampling_options
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_etas
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.io import atomic_write_text
 from qsharp_ext.loading import load_reference, load_value_model
@@ -28,11 +30,15 @@ class GenerateConfig(SamplingOptions):
     prompts_file: Path | None = None
     """A text file with one prompt per line (added to --prompt)."""
     etas: tuple[float | None, ...] = (0.1,)
-    """KL-regularization strengths; None samples π_ref unguided."""
+    """KL-regularization strengths, each positive; None samples π_ref unguided (`None` on the command line,
+    `null` in YAML)."""
     num_samples: int = 1
     """Completions per prompt and per η."""
     max_new_tokens: int = 128
     """Tokens to generate at most per completion."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 def read_prompts(cfg: GenerateConfig) -> list[str]:
@@ -46,8 +52,17 @@ def read_prompts(cfg: GenerateConfig) -> list[str]:
     return prompts
 
 
+def check_config(cfg: GenerateConfig) -> None:
+    """One clear sentence for a config that cannot work, before any model loads."""
+    check_sampling_options(cfg, cfg.max_new_tokens)
+    check_etas(cfg.etas)
+    if cfg.num_samples < 1:
+        raise UserError(f"num_samples must be at least 1, got {cfg.num_samples}")
+
+
 def run_generate(cfg: GenerateConfig) -> int:
     """Write the completions; return how many were written."""
+    check_config(cfg)
     prompts = read_prompts(cfg)
     ref, tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
     value = load_value_model(cfg.value_model, tokenizer, cfg.device, cfg.dtype) if cfg.value_model else None
@@ -58,10 +73,9 @@ def run_generate(cfg: GenerateConfig) -> int:
     )  # fmt: skip
     lines = []
     for row, text in enumerate(out.texts(tokenizer)):
-        eta = out.eta[row].item()
         lines.append(json.dumps({
             "prompt_index": out.prompt_index[row].item(), "prompt": prompts[out.prompt_index[row]],
-            "eta": None if eta == float("inf") else eta, "sample": out.sample_index[row].item(),
+            "eta": out.eta[row], "sample": out.sample_index[row].item(),
             "completion": text, "tokens": out.lengths[row].item(), "kl": out.kl[row].item(),
             "logp_ref": out.logp_ref[row].sum().item(),
         }, ensure_ascii=False))  # fmt: skip

@@ -13,18 +13,19 @@ batch of different prompts without one is refused, since padding cannot be told 
 a real token: SmolLM2 pads with <|im_end|>, which ends every chat turn). `num_return_sequences` copies are
 matched to their prompt's mask. The processor keeps the value model's KV cache from step to step and starts
 afresh when `generate` is called again (it recognises a step by its rows: the previous step's plus one
-token). Beam search reorders rows between steps and is refused. `guided_generate` is faster (fused kernels)
-and returns exact KL.
+token). Beam search reorders rows between steps and is refused. The log-probs are those of `guided_generate`'s
+policy (the same offsets and floor, from `qsharp_ext.guided_policy`); `guided_generate` is faster (fused
+kernels) and returns exact KL.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from transformers import LogitsProcessor
 
-from qsharp_ext import distributions as D
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_eta
+from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
 from qsharp_ext.scoring import CandidateScorer
 from qsharp_ext.value_model import ValueModel
@@ -49,13 +50,12 @@ class QSharpLogitsProcessor(LogitsProcessor):
         pad_token_id: int | None = None,
         candidates_only: bool = False,
     ) -> None:
-        if not eta > 0:
-            raise UserError(f"eta must be positive, got {eta}")
         if not temperature > 0:
             raise UserError(f"temperature must be positive, got {temperature}")
         if attention_mask is not None and torch.as_tensor(attention_mask).dim() != 2:
             raise UserError("attention_mask must be the (prompts, length) mask of the batch given to generate")
-        self.value_model, self.eta, self.top_k, self.temperature = value_model, eta, top_k, temperature
+        self.value_model, self.eta, self.top_k, self.temperature = value_model, check_eta(eta), top_k, temperature
+        self.policy = GuidedPolicy.of(value_model)
         self.pad_token_id, self.candidates_only = pad_token_id, candidates_only
         self.prompt_mask = None if attention_mask is None else torch.as_tensor(attention_mask)
         self.mask_prompts: torch.Tensor | None = None  # the prompt rows `prompt_mask` was first matched to
@@ -106,9 +106,11 @@ class QSharpLogitsProcessor(LogitsProcessor):
             )
         return False
 
-    def _sync(self, input_ids: torch.Tensor) -> None:
-        """Start on a new prompt batch, or append the token `generate` just chose."""
+    def _sync(self, input_ids: torch.Tensor, vocab: int) -> None:
+        """Start on a new prompt batch (its arguments checked once), or append the token `generate` just chose."""
         if not self._continues(input_ids):
+            if not 1 <= self.top_k <= vocab:
+                raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {self.top_k}")
             self.mask = self._prompt_mask_for(input_ids)
             self.scorer = CandidateScorer(self.value_model, input_ids, self.mask)
             return
@@ -120,14 +122,12 @@ class QSharpLogitsProcessor(LogitsProcessor):
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if not 1 <= self.top_k <= scores.shape[-1]:
-            raise UserError(f"top_k must be between 1 and the vocabulary size {scores.shape[-1]}, got {self.top_k}")
-        self._sync(input_ids)
+        self._sync(input_ids, scores.shape[-1])
         self.seen = input_ids.clone()  # generate's own tensor may be reused
         logits = scores.float()
         cand = fused_step.expand_candidates(logits, self.temperature, self.top_k)
         self.last_candidates = cand.ids
-        offsets = self.value_model.log_offset(self.scorer.score(cand.ids, self.mask), self.eta)  # (B, k)
-        floor = D.floor_log_offset(self.value_model.head_config.v_min, self.eta)
-        guided = D.guided_logits(logits / self.temperature, cand.ids, offsets, floor, self.candidates_only)
-        return F.log_softmax(guided, dim=-1).to(scores.dtype)
+        head_out = self.scorer.score(cand.ids, self.mask)  # (B, k) or (B, k, n)
+        eta = torch.full((logits.shape[0],), self.eta, device=logits.device)  # (B,)
+        log_pi = self.policy.log_probs(logits, cand.ids, head_out, eta, self.temperature, self.candidates_only)
+        return log_pi.to(scores.dtype)

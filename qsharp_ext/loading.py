@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -13,7 +13,8 @@ from qsharp_ext.errors import UserError
 from qsharp_ext.value_model import ValueModel, tokenizer_digest
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_NAMES = ("auto", *DTYPES)
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]  # a config's dtype field: `--help` lists these
+DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 
 
 def resolve_device(device: str) -> torch.device:

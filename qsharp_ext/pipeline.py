@@ -22,10 +22,11 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from qsharp_ext import rollouts, training
+from qsharp_ext import evaluation, rollouts, training
 from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
@@ -35,6 +36,7 @@ from qsharp_ext.rollouts import CollectConfig, run_collect
 from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
 from qsharp_ext.tasks import Task
 from qsharp_ext.training import TrainConfig, run_train
+from qsharp_ext.value_model import HeadInit, Parameterization
 
 TINY = "tiny"
 
@@ -64,24 +66,24 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """First layers of π_ref (or value_model_base) copied into the value models; 0 or None: all of them."""
     extra_layers: int = 0
     """Freshly initialised layers the value models add on top of the copied ones."""
-    kind: str = "bernoulli"
+    kind: Literal["bernoulli", "histogram"] = "bernoulli"
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
-    parameterization: str = "v"
+    parameterization: Parameterization = "v"
     """v (score each candidate prefix) or q (one distribution per next token)."""
-    head_init: str = "fresh"
+    head_init: HeadInit = "fresh"
     """Q♯ head's start: fresh (small weights), linear (torch.nn.Linear's scale; the CD baseline's head too), or
     lm_head (a Q-type bernoulli head on all layers, num_layers 0, starts as the source model's LM head; see
     `train --help`; the CD baseline's mean head then starts fresh)."""
     prefix_extension: bool = True
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
-    fit: str = "likelihood"
+    fit: training.Fit = "likelihood"
     """Q♯ head's loss: likelihood (BCE / two-hot NLL) or mse (regress its expected reward; an ablation)."""
     future_tokens: int = 0
     """K of the future-token auxiliary objective (both value models): training-only heads also predict the
     roll-out's next 1 … K tokens at every target position; 0: off. See `train --help`."""
     future_weight: float = 1.0
     """λ: the future-token loss's weight beside the value loss."""
-    future_targets: str = "rollout"
+    future_targets: training.FutureTargetsSource = "rollout"
     """rollout: the heads predict the roll-out's own next tokens; task: the task's targets (from the prompt
     alone; the star graph has them). See `train --help`."""
     group_by_prompt: bool = False
@@ -100,7 +102,7 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     train_cd: bool = True
     """Also train the CD baseline (mean head, MSE) on the same data."""
     etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
-    """η values evaluated for Q♯ and CD."""
+    """η values evaluated for Q♯ and CD; π_ref itself is always evaluated too (no None here)."""
     eval_samples: int = 8
     """Samples per evaluation prompt."""
     max_eval_prompts: int | None = None
@@ -170,16 +172,52 @@ def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> Trai
     )
 
 
+def collect_config(cfg: PipelineConfig, ref: str, round_k: int) -> CollectConfig:
+    """Round k's roll-outs: round 1 with π_ref, later rounds guided by round k-1's Q♯ value model."""
+    guide = cfg.out / f"round-{round_k - 1}" / "qsharp" / "model"
+    return CollectConfig(
+        out=cfg.out / f"round-{round_k}" / "data", ref_model=ref, value_model=str(guide) if round_k > 1 else None,
+        round=round_k, samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta,
+        max_prompts=cfg.max_train_prompts, **decode_fields(cfg), **scale_fields(cfg),
+    )  # fmt: skip
+
+
+def evaluate_config(cfg: PipelineConfig, ref: str, round_k: int) -> EvaluateConfig:
+    """Round k's evaluation: π_ref, and its Q♯ (and CD) value models at every η."""
+    folder = cfg.out / f"round-{round_k}"
+    return EvaluateConfig(
+        out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
+        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, etas=(None, *cfg.etas),
+        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg), **scale_fields(cfg),
+    )  # fmt: skip
+
+
+def check_config(cfg: PipelineConfig, task: Task) -> None:
+    """Every field of every stage, checked by the stages' own checks on the configs the rounds will run, before
+    the run folder is written or anything is collected (a mistake in the last stage would otherwise surface
+    only after the first ones had run, and the corrected rerun would be refused as other settings)."""
+    if cfg.rounds < 1:
+        raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
+    if None in cfg.etas:
+        raise UserError("the pipeline's etas are the value models' η (π_ref is always evaluated): drop None")
+    check_scale_options(cfg)
+    stages = [("collect", rollouts.check_config, collect_config(cfg, cfg.ref_model, 1))]
+    kinds = (cfg.kind, "mean") if cfg.train_cd else (cfg.kind,)
+    stages += [("train", training.check_config, train_config(cfg, cfg.ref_model, 1, kind)) for kind in kinds]
+    stages += [("evaluate", evaluation.check_config, evaluate_config(cfg, cfg.ref_model, cfg.rounds))]
+    for stage, check, stage_cfg in stages:
+        try:
+            check(stage_cfg)
+        except UserError as err:
+            raise UserError(f"{stage} stage: {err}") from None
+    if cfg.future_targets == "task":
+        training.check_task_hook(task)
+
+
 def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     folder = cfg.out / f"round-{k}"
-    guide = cfg.out / f"round-{k - 1}" / "qsharp" / "model"
-    collect = CollectConfig(
-        out=folder / "data", ref_model=ref, value_model=str(guide) if k > 1 else None, round=k,
-        samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta, max_prompts=cfg.max_train_prompts,
-        **decode_fields(cfg), **scale_fields(cfg),
-    )  # fmt: skip
     print(f"round {k}/{cfg.rounds}: collect")
-    print(f"  {rollouts.summary_line(run_collect(collect, task=task))}")
+    print(f"  {rollouts.summary_line(run_collect(collect_config(cfg, ref, k), task=task))}")
     print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
     print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
     if cfg.train_cd:
@@ -191,12 +229,7 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     if results.is_file():
         return json.loads(results.read_text())
     print(f"round {k}/{cfg.rounds}: evaluate")
-    evaluate = EvaluateConfig(
-        out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
-        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, etas=cfg.etas,
-        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg), **scale_fields(cfg),
-    )  # fmt: skip
-    rows = run_evaluate(evaluate, task=task)
+    rows = run_evaluate(evaluate_config(cfg, ref, k), task=task)
     print(f"round {k}: {summary_line(rows)}")
     return rows
 
@@ -206,16 +239,10 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
 
     `task` overrides `cfg.task` with a task built with non-default options (its name must match).
     """
-    if cfg.rounds < 1:
-        raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
-    resolve_dtype(cfg.dtype, cfg.device)  # a bad dtype or device is refused before the run folder is made
-    check_scale_options(cfg)
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
     task = task or build_task(cfg)
-    training.check_config(train_config(cfg, cfg.ref_model, 1, cfg.kind))  # every training field, before any work
-    if cfg.future_targets == "task":
-        training.check_task_hook(task)
+    check_config(cfg, task)
     check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)
     rows: list[dict] | None = None

@@ -45,6 +45,17 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Any, attention
     return _unpadded(_id_rows(prompts), attention_mask, pad_id, check_ends=torch.is_tensor(prompts))
 
 
+def prompt_texts(tokenizer: PreTrainedTokenizerBase, prompts: Any) -> list[str]:
+    """The text of every prompt given as text or chat messages (rendered with the chat template), for what
+    stores prompts as text (training data); token ids are refused."""
+    texts = _texts(tokenizer, prompts)
+    if texts is None:
+        raise UserError(f"prompts here must be text or chat messages (not token ids); got {str(prompts)[:60]}")
+    if not all(texts):
+        raise UserError("a prompt is empty: every prompt needs at least one character")
+    return texts
+
+
 def _is_list(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 

@@ -1,4 +1,4 @@
-"""Reward functions: exact match, math answers (extraction + math-verify equivalence), user functions.
+"""Reward functions: exact match, math answers (extraction + math-verify equivalence), the support check.
 
 Pure functions of strings; every reward lies in a task's support [v_min, v_max], which `check_reward`
 enforces so that a value model never trains on a target outside its atoms. It knows nothing of tasks,
@@ -7,15 +7,11 @@ models or sampling; which reward a task uses is decided in tasks/.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import threading
-from collections.abc import Callable
 
 from qsharp_ext.errors import UserError
-
-RewardFn = Callable[[str, str | None], float]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -98,23 +94,6 @@ def math_equal(pred: str | None, gold: str | None) -> bool:
 def math_reward(completion: str, gold: str | None) -> float:
     """1.0 when the completion's final answer equals `gold` mathematically, else 0.0 (no answer: 0.0)."""
     return float(math_equal(extract_math_answer(completion), gold))
-
-
-def load_user_reward(spec: str) -> RewardFn:
-    """A reward function `fn(completion, answer) -> float` named as "module:function" (the module importable)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise UserError(f"a reward function is named as module:function, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise UserError(f"cannot import the reward module {module_name!r} ({err})") from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise UserError(f"the reward module {module_name!r} has no function {attr!r}")
-    if not callable(fn):
-        raise UserError(f"{spec} is not a function")
-    return fn
 
 
 def check_reward(value: float, v_min: float, v_max: float) -> float:

@@ -25,8 +25,10 @@ from typing import Any
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qsharp_ext.decode_options import DecodeOptions, build_task
+from qsharp_ext.config import check_field_types
+from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_options
 from qsharp_ext.errors import UserError
+from qsharp_ext.eta import check_eta
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.rollout_data import (
@@ -66,14 +68,18 @@ class CollectConfig(ScaleOptions, DecodeOptions):
     max_prompts: int | None = None
     """Use only the first this many training prompts; None: all of them."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
 
 def check_config(cfg: CollectConfig) -> None:
+    """One clear sentence for a config that cannot work, before any model loads or any file is written."""
     check_scale_options(cfg)
-    for name in ("round", "samples_per_prompt", "max_new_tokens", "top_k", "prompts_per_shard"):
+    check_sampling_options(cfg, cfg.max_new_tokens)
+    for name in ("round", "samples_per_prompt", "prompts_per_shard"):
         if getattr(cfg, name) < 1:
             raise UserError(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if not cfg.eta > 0:
-        raise UserError(f"eta must be positive, got {cfg.eta}")
+    check_eta(cfg.eta)
     if cfg.max_prompts is not None and cfg.max_prompts < 1:
         raise UserError(f"max_prompts must be at least 1 (or None for all), got {cfg.max_prompts}")
 
@@ -196,9 +202,15 @@ class ShardCollector:
     The one worker of both backends: the local loop calls it in this process, each Ray actor holds one.
     """
 
-    def __init__(self, cfg: CollectConfig, task: Task, shards: list[list[Problem]]) -> None:
+    def __init__(
+        self,
+        cfg: CollectConfig,
+        task: Task,
+        shards: list[list[Problem]],
+        reference: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    ) -> None:
         self.cfg, self.task, self.shards = cfg, task, shards
-        self.ref, self.tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
+        self.ref, self.tokenizer = reference or load_reference(cfg.ref_model, cfg.device, cfg.dtype)
         vm = load_value_model(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype) if cfg.value_model else None
         self.value_model = vm
         self.sampler = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
@@ -215,9 +227,20 @@ def _training_problems(cfg: CollectConfig, task: Task) -> list[Problem]:
     return problems
 
 
-def run_collect(cfg: CollectConfig, task: Task | None = None, progress: bool = True) -> Path:
-    """Collect (or finish collecting) the round into `cfg.out`; returns the folder. Finished shards are kept."""
+def run_collect(
+    cfg: CollectConfig,
+    task: Task | None = None,
+    progress: bool = True,
+    reference: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+) -> Path:
+    """Collect (or finish collecting) the round into `cfg.out`; returns the folder. Finished shards are kept.
+
+    `reference` is π_ref and its tokenizer already in memory (`train_value_model`): then cfg.ref_model is only
+    its name (recorded with the data), and the work runs in this process, on π_ref's device.
+    """
     check_config(cfg)
+    if reference is not None and (cfg.backend != "local" or cfg.vllm):
+        raise UserError("π_ref given in memory is sampled in this process: use backend local without vllm")
     task = task if task is not None else build_task(cfg)
     problems = _training_problems(cfg, task)
     shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
@@ -229,7 +252,7 @@ def run_collect(cfg: CollectConfig, task: Task | None = None, progress: bool = T
     if cfg.backend == "ray":
         finished = ray_pool.map_units(functools.partial(ShardCollector, cfg, task, shards), todo, cfg, cfg.device)
     else:
-        collector = ShardCollector(cfg, task, shards)
+        collector = ShardCollector(cfg, task, shards, reference)
         finished = ((index, collector(index)) for index in todo)
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=f"collect round {cfg.round}", unit="shard",
                disable=not progress)  # fmt: skip

@@ -21,7 +21,7 @@ from qsharp_ext.errors import UserError
 
 @dataclasses.dataclass
 class Sampling:
-    """How each row is drawn, resolved; `eos_token_id` None means the model's own stop ids."""
+    """How each row is drawn, resolved and checked; `eos_token_id` None means the model's own stop ids."""
 
     do_sample: bool = True
     temperature: float = 1.0
@@ -29,6 +29,16 @@ class Sampling:
     max_new_tokens: int = 128
     num_samples: int = 1
     eos_token_id: int | Sequence[int] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise UserError(f"temperature must be positive, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.num_samples < 1:
+            raise UserError(f"num_samples must be at least 1, got {self.num_samples}")
 
 
 # GenerationConfig fields that do not change what is sampled: ids, output format, caching.
@@ -78,13 +88,4 @@ def _from_config(config: GenerationConfig | None, prompt_width: int) -> dict[str
 def resolve_sampling(config: GenerationConfig | None, prompt_width: int, **given: Any) -> Sampling:
     """Keywords that are not None, then the config's fields, then `Sampling`'s defaults; values checked."""
     settings = _from_config(config, prompt_width) | {k: v for k, v in given.items() if v is not None}
-    sampling = Sampling(**settings)
-    if not sampling.temperature > 0:
-        raise UserError(f"temperature must be positive, got {sampling.temperature}")
-    if not 0 < sampling.top_p <= 1:
-        raise UserError(f"top_p must be in (0, 1], got {sampling.top_p}")
-    if sampling.max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be at least 1, got {sampling.max_new_tokens}")
-    if sampling.num_samples < 1:
-        raise UserError(f"num_samples must be at least 1, got {sampling.num_samples}")
-    return sampling
+    return Sampling(**settings)

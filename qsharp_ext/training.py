@@ -34,7 +34,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import torch
@@ -43,16 +43,28 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext import distributions as D
 from qsharp_ext import metrics as M
-from qsharp_ext.config import from_recorded
+from qsharp_ext.config import check_field_types, from_recorded
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
+from qsharp_ext.hub import model_fingerprint
 from qsharp_ext.io import atomic_write_text, write_json
-from qsharp_ext.loading import load_reference, load_tokenizer, load_value_base, resolve_device, resolve_dtype
+from qsharp_ext.loading import (
+    DtypeName,
+    load_reference,
+    load_tokenizer,
+    load_value_base,
+    resolve_device,
+    resolve_dtype,
+)
 from qsharp_ext.plots import save_figure
-from qsharp_ext.rollout_data import Rollout, read_rollouts
+from qsharp_ext.rollout_data import Rollout, read_manifest, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
 from qsharp_ext.tasks.base import Task
-from qsharp_ext.value_model import ValueModel, check_head_init
+from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel
+
+Fit = Literal["likelihood", "mse"]
+FutureTargetsSource = Literal["rollout", "task"]
+Schedule = Literal["cosine", "constant"]
 
 STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
@@ -79,26 +91,30 @@ class TrainConfig:
     data: tuple[Path, ...]
     """Roll-out folders (one per DAgger round); their trajectories are pooled."""
     ref_model: str
-    """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked."""
+    """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked. (Called
+    from `train_value_model`, π_ref is already in memory and this is only its name.)"""
     init_value_model: str | None = None
     """Start from this saved value model instead of π_ref's first layers (num_layers is then ignored)."""
     value_model_base: str | None = None
     """Build the value model from this causal LM (folder or hub id) instead of π_ref: a smaller model with
     π_ref's tokenizer (a different one is refused); π_ref's weights are then not read at all."""
     num_layers: int | None = 2
-    """How many first layers of π_ref (or value_model_base) the value model's backbone copies; 0 or None: all."""
+    """How many first layers of π_ref (or value_model_base) the value model's backbone copies; 0 or None: all
+    of them (the same meaning as in `ValueModel.from_reference`). The default 2 is a small, fast value model
+    for a first try, not a recipe's choice: the recipes copy 4 (+ 2 fresh, star graph), all of a separate 1B
+    model (configs/gpu) or all of π_ref with a Q-type head (SmolLM2 arithmetic)."""
     extra_layers: int = 0
     """Freshly initialised layers added on top of the copied ones: room for more steps of lookup in a row than
     π_ref's own depth gives (the star graph's first step needed 4 + 2). Ignored with init_value_model."""
-    kind: str = "bernoulli"
+    kind: HeadKind = "bernoulli"
     """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
-    parameterization: str = "v"
+    parameterization: Parameterization = "v"
     """v: position t scores the prefix ending with token t; q: it scores every possible next token."""
-    head_init: str = "fresh"
+    head_init: HeadInit = "fresh"
     """fresh: a small random head (std 0.02/√H); linear: a random head at torch.nn.Linear's scale, U(±1/√H), whose
     direction Adam's first steps do not scramble (it learned the star graph's last hops much faster); lm_head: a
     Q-type bernoulli head on all of the source model's layers
-    (num_layers 0) starts as its LM head, centred, so that it first ranks next tokens as π_ref does; its
+    (num_layers 0 or None) starts as its LM head, centred, so that it first ranks next tokens as π_ref does; its
     bias is then shifted to the training data's reward rate. Ignored with init_value_model."""
     n_atoms: int = 11
     """Atoms of the histogram head (ignored by the other heads)."""
@@ -108,7 +124,7 @@ class TrainConfig:
     """Highest reward (bernoulli: 1)."""
     prefix_extension: bool = True
     """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
-    fit: str = "likelihood"
+    fit: Fit = "likelihood"
     """likelihood: the head's own loss (BCE, two-hot NLL, MSE for mean); mse: regress the head's expected
     reward by MSE (the paper's ablation of the distributional loss)."""
     future_tokens: int = 0
@@ -116,7 +132,7 @@ class TrainConfig:
     the roll-out's next 1 … K tokens (cross-entropy; see future_tokens.py). 0: off. The heads are not saved."""
     future_weight: float = 1.0
     """λ: the weight of the future-token loss beside the value loss (0: off)."""
-    future_targets: str = "rollout"
+    future_targets: FutureTargetsSource = "rollout"
     """What the future-token heads predict. rollout: the roll-out's own next 1 … K tokens, at the value loss's
     target positions (any task). task: the task's `future_targets` hook, at every position it gives targets
     for (computed from the prompt alone, e.g. the star graph's nodes further along an arm; needs a task that
@@ -129,7 +145,8 @@ class TrainConfig:
     batch_size: int = 16
     """Trajectories per step (each contributes all of its target positions)."""
     lr: float = 3e-4
-    """Peak learning rate of AdamW."""
+    """Peak learning rate of AdamW. The default 3e-4 suits a few copied layers of a small π_ref; the recipes
+    tune it (1e-3 for the tiny synthetic models, 2e-5 in the paper's 1B value models): set it."""
     backbone_lr_scale: float = 1.0
     """The backbone's learning rate as a fraction of lr (the head always trains at lr). 1: the whole value
     model trains; 0: the backbone stays as copied and only the head learns (a probe of π_ref's features; no
@@ -138,13 +155,13 @@ class TrainConfig:
     """AdamW's decoupled weight decay."""
     warmup_steps: int = 20
     """Steps of linear warm-up from lr / warmup_steps to lr."""
-    schedule: str = "cosine"
+    schedule: Schedule = "cosine"
     """After warm-up: cosine (decays to 0 at the last step) or constant."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this (0: no clipping)."""
     bf16: bool = False
     """Run forward and backward under bfloat16 autocast (weights and optimizer state stay float32)."""
-    dtype: str = "auto"
+    dtype: DtypeName = "auto"
     """The dtype π_ref (or value_model_base) is read in to copy its layers: auto (bfloat16 when training on a
     GPU that has it, else float32), float32, bfloat16 or float16. The value model trains in float32 weights."""
     eval_fraction: float = 0.1
@@ -154,30 +171,23 @@ class TrainConfig:
     save_every: int = 50
     """Write a checkpoint every this many steps, and at the end (the last two are kept)."""
     seed: int = 0
-    """Seed of the head's initialization and of the data order."""
+    """Seed of the head's initialization and of the data order (the same seed trains the same model)."""
     device: str = "auto"
     """auto (the GPU when there is one), cpu, cuda or cuda:N."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)  # TrainConfig(out="run") works; TrainConfig(steps="10") is one sentence
+
 
 def check_config(cfg: TrainConfig) -> None:
-    """One clear sentence for a config that cannot work, before anything is loaded."""
+    """One clear sentence for a config that cannot work, before anything is loaded (the types and choices of
+    its fields were checked when it was made)."""
     if not cfg.data:
         raise UserError("no roll-out data: give one or more folders with --data")
     if not cfg.ref_model:
         raise UserError("no reference model: give π_ref's folder or hub id with --ref-model")
-    if cfg.kind not in ("bernoulli", "histogram", "mean"):
-        raise UserError(f"kind must be bernoulli, histogram or mean, not {cfg.kind!r}")
-    if cfg.parameterization not in ("v", "q"):
-        raise UserError(f"parameterization must be 'v' or 'q', not {cfg.parameterization!r}")
-    if cfg.fit not in ("likelihood", "mse"):
-        raise UserError(f"fit must be likelihood or mse, not {cfg.fit!r}")
-    check_head_init(cfg.head_init)
-    if cfg.future_targets not in ("rollout", "task"):
-        raise UserError(f"future_targets must be rollout or task, not {cfg.future_targets!r}")
     if cfg.head_init == "lm_head" and (cfg.parameterization, cfg.kind) != ("q", "bernoulli"):
         raise UserError("head_init lm_head needs a Q-type bernoulli head (parameterization q, kind bernoulli)")
-    if cfg.schedule not in ("cosine", "constant"):
-        raise UserError(f"schedule must be cosine or constant, not {cfg.schedule!r}")
     if cfg.kind == "bernoulli" and (cfg.v_min, cfg.v_max) != (0.0, 1.0):
         raise UserError(f"a bernoulli head models rewards in [0, 1]; got v_min={cfg.v_min}, v_max={cfg.v_max}")
     if not cfg.v_max > cfg.v_min:
@@ -678,15 +688,19 @@ def restore(optimizer, scheduler, state: dict[str, Any], heads=None) -> int:
 # ------------------------------------------------------------------------------------------------- run
 
 
-def layer_source(cfg: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(the causal LM whose first layers start the value model, π_ref's tokenizer), on the CPU.
+Reference = tuple[PreTrainedModel, PreTrainedTokenizerBase]  # π_ref and its tokenizer, already in memory
+
+
+def layer_source(cfg: TrainConfig, reference: Reference | None = None) -> Reference:
+    """(the causal LM whose first layers start the value model, π_ref's tokenizer), on the CPU unless
+    `reference` (π_ref in memory, read where it is) is given.
 
     With value_model_base only π_ref's tokenizer is read: an 8B π_ref need not fit in memory to train a 1B value model.
     """
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     if cfg.value_model_base is None:
-        return load_reference(cfg.ref_model, device="cpu", dtype=dtype)
-    tokenizer = load_tokenizer(cfg.ref_model)
+        return reference if reference is not None else load_reference(cfg.ref_model, device="cpu", dtype=dtype)
+    tokenizer = reference[1] if reference is not None else load_tokenizer(cfg.ref_model)
     return load_value_base(cfg.value_model_base, tokenizer, dtype), tokenizer
 
 
@@ -696,8 +710,7 @@ def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_mode
     head = {"kind": cfg.kind, "parameterization": cfg.parameterization}
     head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
     if cfg.init_value_model is None:
-        num_layers = cfg.num_layers or ref_model.config.num_hidden_layers
-        model = ValueModel.from_reference(ref_model, num_layers, tokenizer, cfg.head_init, cfg.extra_layers, **head)
+        model = ValueModel.from_reference(ref_model, cfg.num_layers, tokenizer, cfg.head_init, cfg.extra_layers, **head)
         return model.float()
     if not Path(cfg.init_value_model).is_dir():
         raise UserError(f"value model folder {cfg.init_value_model} does not exist")
@@ -806,10 +819,30 @@ def check_task_hook(task: Task | None) -> None:
         raise UserError(f"future_targets task needs a task with a future_targets hook; {name} has none")
 
 
-def run_train(cfg: TrainConfig, progress: bool = True, task: Task | None = None) -> dict[str, Any]:
+def training_info(cfg: TrainConfig, fingerprint: str | None, final: dict[str, Any]) -> dict[str, Any]:
+    """How the model was trained, for its config.json and model card: π_ref (name and weights fingerprint), the
+    task and rounds of its data (from the roll-out manifests), the main settings and the held-out metrics."""
+    collected = [read_manifest(Path(folder))["settings"] or {} for folder in cfg.data]
+    return {
+        "reference_model": cfg.ref_model,
+        "reference_fingerprint": fingerprint,
+        "value_model_base": cfg.value_model_base,
+        "task": ", ".join(sorted({str(c.get("task")) for c in collected})),
+        "rounds": sorted({c.get("round") for c in collected if c.get("round") is not None}),
+        "trajectories": final["train_trajectories"] + final["eval_trajectories"],
+        **{k: getattr(cfg, k) for k in ("num_layers", "extra_layers", "head_init", "fit", "steps", "batch_size", "lr")},
+        "metrics": {k: final.get(k) for k in HELD_OUT_METRICS},
+    }
+
+
+def run_train(
+    cfg: TrainConfig, progress: bool = True, task: Task | None = None, reference: Reference | None = None
+) -> dict[str, Any]:
     """Train (or resume, or skip a finished run), write the run folder; return the final held-out metrics.
 
     `task` is read only with future_targets="task": its `future_targets` hook gives the auxiliary targets.
+    `reference` is π_ref and its tokenizer already in memory (`train_value_model`): then cfg.ref_model is only
+    its name, and π_ref is not loaded again.
     """
     check_config(cfg)
     hook = task_future_targets(cfg, task)
@@ -821,11 +854,12 @@ def run_train(cfg: TrainConfig, progress: bool = True, task: Task | None = None)
     digest = data_digest(train_set)
     dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
     device = dp.device(cfg.device)
-    ref_model, tokenizer = layer_source(cfg)
+    ref_model, tokenizer = layer_source(cfg, reference)
     groups = prompt_groups(train_set) if cfg.group_by_prompt else None
     model, heads, optimizer, scheduler, step = start_or_resume(
         cfg, tokenizer, ref_model, train_set, groups, digest, device
     )
+    fingerprint = model_fingerprint(ref_model) if cfg.value_model_base is None else None  # π_ref's, for the card
     del ref_model
 
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -862,6 +896,7 @@ def run_train(cfg: TrainConfig, progress: bool = True, task: Task | None = None)
     final |= {"train_loss": mean_train_loss(records), "train_trajectories": len(train_set)}
     final |= {"eval_trajectories": len(eval_set), "model": str(cfg.out / "model")}
     if dp.is_main:
+        model.training_info = training_info(cfg, fingerprint, final)
         save_model(model, tokenizer, cfg.out / "model")
         training_curve(records, cfg.out / "training_curve.png")
         seconds = time.perf_counter() - start_time

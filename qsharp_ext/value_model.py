@@ -7,8 +7,10 @@ t, so k candidate next tokens are scored by one pass of k tokens; `q` — the hi
 distribution per vocabulary token (the prefix extended by each possible next token) from a 1-token pass.
 
 It knows how to build, run, save and load itself; it knows nothing of sampling (see generate.py).
-Saved folders are HF-native: the backbone with `save_pretrained` (config.json + safetensors) beside
-`value_head.safetensors` and `qsharp_value.json` (head kind, atoms, parameterization, tokenizer digest).
+Saved folders are HF-native (huggingface_hub's ModelHubMixin: `save_pretrained`, `from_pretrained` of a
+folder or a hub id, `push_to_hub`): the backbone's weights (`model.safetensors`), `value_head.safetensors`,
+`qsharp_value.json` (head kind, atoms, parameterization, tokenizer digest), a `config.json` of model type
+`qsharp_value_model` with the backbone's config inside, and a model card (README.md); see hub.py.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
+from huggingface_hub import ModelCard, ModelHubMixin
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext import distributions as D
+from qsharp_ext import hub
 from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text
 
@@ -33,7 +37,7 @@ HeadKind = Literal["bernoulli", "histogram", "mean"]
 Parameterization = Literal["v", "q"]
 HeadInit = Literal["fresh", "linear", "lm_head"]
 HEAD_INITS: tuple[str, ...] = get_args(HeadInit)
-HEAD_FILE, META_FILE = "value_head.safetensors", "qsharp_value.json"
+HEAD_FILE, META_FILE, CONFIG_FILE, CARD_FILE = "value_head.safetensors", "qsharp_value.json", "config.json", "README.md"
 
 
 @dataclasses.dataclass
@@ -67,13 +71,16 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
-def truncated_backbone(ref_model: PreTrainedModel, num_layers: int, extra_layers: int = 0) -> PreTrainedModel:
-    """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head), copied, then
-    `extra_layers` freshly initialised layers of the same kind on top (before the final norm)."""
+def truncated_backbone(ref_model: PreTrainedModel, num_layers: int | None, extra_layers: int = 0) -> PreTrainedModel:
+    """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head; 0 or None: all of
+    them), copied, then `extra_layers` freshly initialised layers of the same kind on top (before the final norm)."""
     base = ref_model.base_model
     total = base.config.num_hidden_layers
+    if num_layers is not None and (isinstance(num_layers, bool) or not isinstance(num_layers, int)):
+        raise UserError(f"num_layers must be an integer (0 or None: all layers), got {num_layers!r}")
+    num_layers = num_layers or total
     if not 1 <= num_layers <= total:
-        raise UserError(f"num_layers must be between 1 and π_ref's {total} layers, got {num_layers}")
+        raise UserError(f"num_layers must be between 1 and π_ref's {total} layers (0 or None: all), got {num_layers}")
     if extra_layers < 0:
         raise UserError(f"extra_layers must not be negative, got {extra_layers}")
     depth = num_layers + extra_layers
@@ -100,13 +107,18 @@ def layer_index(parameter_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class ValueModel(nn.Module):
-    """Backbone + head. `forward` returns head outputs per position: (B, T) or (B, T, n); Q-type adds V."""
+class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsharp", "value-model"]):
+    """Backbone + head. `forward` returns head outputs per position: (B, T) or (B, T, n); Q-type adds V.
+
+    `training_info` (a dict, or None) says how the model was trained; training sets it, saving keeps it in
+    config.json and the model card.
+    """
 
     def __init__(self, backbone: PreTrainedModel, head_config: ValueHeadConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.head_config = head_config
+        self.training_info: dict[str, Any] | None = None
         if head_config.vocab_size <= 0:
             head_config.vocab_size = backbone.config.vocab_size
         hidden = backbone.config.hidden_size
@@ -124,15 +136,16 @@ class ValueModel(nn.Module):
     def from_reference(
         cls,
         ref_model: PreTrainedModel,
-        num_layers: int,
+        num_layers: int | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         head_init: HeadInit = "fresh",
         extra_layers: int = 0,
         **head,
     ) -> ValueModel:
-        """A value model from π_ref's embeddings and first `num_layers` layers (plus `extra_layers` fresh ones on
-        top) and a head: a fresh one (small weights), one at torch.nn.Linear's scale (head_init="linear", see
-        `reset_head`), or (head_init="lm_head") π_ref's own LM head, see `copy_lm_head`."""
+        """A value model from π_ref's embeddings and first `num_layers` layers (0 or None: all of them, as in
+        TrainConfig and the command line; plus `extra_layers` fresh ones on top) and a head: a fresh one (small
+        weights), one at torch.nn.Linear's scale (head_init="linear", see `reset_head`), or (head_init="lm_head")
+        π_ref's own LM head, see `copy_lm_head`."""
         check_head_init(head_init)
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
@@ -171,7 +184,7 @@ class ValueModel(nn.Module):
         if layers != source.config.num_hidden_layers:
             raise UserError(
                 f"head_init lm_head needs all {source.config.num_hidden_layers} layers of the model it copies "
-                f"(the LM head reads the last layer), not {layers}: set num_layers to 0"
+                f"(the LM head reads the last layer), not {layers}: set num_layers to 0 or None (all layers)"
             )
         weight, bias = lm_head_weights(source, self.head)
         with torch.no_grad():
@@ -237,33 +250,77 @@ class ValueModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ save / load
 
-    def save_pretrained(self, path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None) -> None:
-        """HF-native folder: backbone (config.json + safetensors), head weights, head config."""
-        path = Path(path)
+    def save_pretrained(
+        self, save_directory: str | Path, tokenizer: PreTrainedTokenizerBase | None = None, **hub_kwargs: Any
+    ) -> str | None:
+        """An HF-native folder (see the module's docstring) with a model card; with π_ref's `tokenizer`, its
+        digest is recorded so that loading with another vocabulary is refused. `push_to_hub=True, repo_id=...`
+        (and ModelHubMixin's other keywords) also upload it."""
         if tokenizer is not None:
             self.head_config.tokenizer_digest = tokenizer_digest(tokenizer)
-        self.backbone.save_pretrained(path)
+        return super().save_pretrained(Path(save_directory), **hub_kwargs)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.backbone.save_pretrained(save_directory)
+        backbone_config = json.loads(self.backbone.config.to_json_string(use_diff=False))
         head_state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
-        save_file(head_state, str(path / HEAD_FILE))
-        atomic_write_text(path / META_FILE, json.dumps(dataclasses.asdict(self.head_config), indent=2) + "\n")
+        save_file(head_state, str(save_directory / HEAD_FILE))
+        atomic_write_text(save_directory / META_FILE, json.dumps(dataclasses.asdict(self.head_config), indent=2) + "\n")
+        config = {"model_type": hub.MODEL_TYPE, "backbone_config": backbone_config, "training": self.training_info}
+        atomic_write_text(save_directory / CONFIG_FILE, json.dumps(config, indent=2, default=str) + "\n")
+        (save_directory / CARD_FILE).unlink(missing_ok=True)  # the card describes this model, not an earlier one
+
+    def generate_model_card(self, *args: Any, repo_id: str | None = None, **kwargs: Any) -> ModelCard:
+        """README.md: what the model is, how to load it, its head and backbone, how it was trained."""
+        backbone = json.loads(self.backbone.config.to_json_string(use_diff=False))
+        head = dataclasses.asdict(self.head_config)
+        return ModelCard(hub.model_card(head, backbone, self.training_info, repo_id or "OWNER/NAME"))
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload to the hub as `repo_id` (huggingface_hub's ModelHubMixin.push_to_hub; `token`, `private`,
+        `commit_message` ...); the model card names the repository."""
+        card = {"repo_id": repo_id, **(kwargs.pop("model_card_kwargs", None) or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card, **kwargs)
 
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        pretrained_model_name_or_path: str | Path,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dtype: torch.dtype | None = None,
+        **hub_kwargs: Any,
     ) -> ValueModel:
-        """Load a saved value model; with π_ref's `tokenizer`, refuse one trained with another vocabulary."""
-        path = Path(path)
+        """Load a saved value model from a folder or a hub id (`revision`, `token`, `cache_dir`,
+        `local_files_only`, `force_download` go to huggingface_hub); with π_ref's `tokenizer`, refuse one
+        trained with another vocabulary."""
+        return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), tokenizer=tokenizer, dtype=dtype,
+                                    **hub_kwargs)  # fmt: skip
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        dtype: torch.dtype | None = None,
+        **hub_kwargs: Any,
+    ) -> ValueModel:
+        hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None and k not in ("proxies", "resume_download")}
+        path = hub.resolve_folder(model_id, **hub_kwargs)
         if not (path / META_FILE).is_file():
-            raise UserError(f"{path} is not a saved value model (no {META_FILE})")
+            raise UserError(f"{model_id} is not a saved value model (no {META_FILE})")
         head_config = ValueHeadConfig(**json.loads((path / META_FILE).read_text()))
         if tokenizer is not None:
-            check_tokenizer(head_config, tokenizer, path)
-        backbone = AutoModel.from_pretrained(path, dtype=dtype) if dtype else AutoModel.from_pretrained(path)
+            check_tokenizer(head_config, tokenizer, model_id)
+        config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
+        options = {"dtype": dtype} if dtype else {}
+        if config.get("model_type") == hub.MODEL_TYPE:  # the backbone's config sits inside
+            fields = dict(config["backbone_config"])
+            options["config"] = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        backbone = AutoModel.from_pretrained(path, **options)  # folders saved before: the backbone's config.json
         model = cls(backbone, head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        model.training_info = config.get("training")
         return model.eval()
 
 
@@ -296,3 +353,6 @@ def check_tokenizer(head_config: ValueHeadConfig, tokenizer: PreTrainedTokenizer
             f"π_ref's tokenizer has {len(tokenizer)} tokens but the value model at {where} knows only "
             f"{head_config.vocab_size}; they must share token ids"
         )
+
+
+hub.register_auto_classes()  # AutoModel.from_pretrained(value-model folder) → the whole ValueModel

@@ -76,6 +76,33 @@ void test_histogram(T rtol, T atol) {
   }
 }
 
+// Every head's candidate offset from the η terms computed once per row (row_eta), at extreme η and logits, against
+// the naive formulas; η = ∞ (an unguided row) gives exactly 0 for every head.
+void test_head_log_offsets_from_row_eta() {
+  const std::vector<double> hist = {-50.0, 2.0, 0.3, 50.0}, atoms = {-1.0, 0.0, 0.5, 1.0};
+  const std::vector<long double> hist_ld(hist.begin(), hist.end()), atoms_ld(atoms.begin(), atoms.end());
+  for (double eta : {0.01, 1.0, 100.0}) {
+    for (double x : {-50.0, -1.0, 0.0, 50.0}) {
+      const auto b = qsharp::row_eta(qsharp::kBernoulliHead, eta), m = qsharp::row_eta(qsharp::kMeanHead, eta);
+      expect_close(qsharp::head_log_offset(qsharp::kBernoulliHead, &x, atoms.data(), 1, b), naive_bernoulli(x, eta),
+                   1e-12, 0.0L, "row_eta bernoulli", x, eta);
+      expect_close(qsharp::head_log_offset(qsharp::kMeanHead, &x, atoms.data(), 1, m),
+                   x / static_cast<long double>(eta), 1e-15, 0.0L, "row_eta mean", x, eta);
+    }
+    const auto h = qsharp::row_eta(qsharp::kHistogramHead, eta);
+    expect_close(qsharp::head_log_offset(qsharp::kHistogramHead, hist.data(), atoms.data(), 4, h),
+                 naive_histogram(hist_ld, atoms_ld, eta), 1e-12, 1e-13, "row_eta histogram", 4, eta);
+  }
+  const double x = 3.0;
+  for (int head : {qsharp::kBernoulliHead, qsharp::kHistogramHead, qsharp::kMeanHead}) {
+    const auto e = qsharp::row_eta(head, static_cast<double>(INFINITY));
+    if (qsharp::head_log_offset(head, head == qsharp::kHistogramHead ? hist.data() : &x, atoms.data(), 4, e) != 0.0) {
+      ++failures;
+      std::printf("FAIL head %d at eta = inf is not 0\n", head);
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -85,6 +112,7 @@ int main() {
   // (a few ulps of 1/η), which is what matters once it is added to a logit.
   test_histogram<double>(1e-12, 1e-13);
   test_histogram<float>(1e-6f, 2e-5f);
+  test_head_log_offsets_from_row_eta();
   if (failures == 0) std::printf("qsharp_math: all checks passed\n");
   return failures == 0 ? 0 : 1;
 }

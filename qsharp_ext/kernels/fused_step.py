@@ -2,8 +2,8 @@
 
 `expand_candidates` takes π_ref's raw logits (B, V) and returns its top-k tokens at temperature T with their
 log-probabilities and the row's log-normalizer. `guided_sample` adds each candidate's log-offset (Bernoulli,
-histogram or mean head; one η per row), gives non-candidates the floor offset (or excludes them), and draws
-one token per row from
+histogram or mean head; one η per row, ∞ for an unguided row), gives non-candidates the caller's floor offset
+(or excludes them), and draws one token per row from
 
     π(y) ∝ π_ref(y) · exp(offset(y)),
 
@@ -12,7 +12,7 @@ The compiled backends get the KL in O(k) from the candidates alone: with S_c = �
 ln Zg = logaddexp(floor + ln(1 - S_c), logsumexp_c(ln π_ref(c) + offset(c))) and
 KL = Σ_c π(c) (offset(c) - ln Zg) + π(rest) (floor - ln Zg). 1 - S_c loses its digits when the candidates
 hold nearly all of π_ref's mass; only if the floor then also outweighs the candidates' offsets (a mean head
-with E[z] < 0) do those digits matter, and the kernels sum the non-candidate mass exactly (one O(V) pass).
+with E[z] below its v_min) do those digits matter, and the kernels sum the non-candidate mass exactly (one O(V) pass).
 
 The draw is a deterministic function of `noise` (B,) uniform in [0, 1), so that every backend draws the same
 token: the order is the candidates by descending guided logit (ties: lower candidate index), then the
@@ -22,12 +22,15 @@ candidates hold at least top_p of the guided mass (the usual case): otherwise no
 nucleus is exact whenever it lies among the k candidates and is a superset of it otherwise. The
 non-candidates are walked (O(V)) only when u falls past the candidates.
 
-What it does not know: models, caches, or how the head outputs were produced. Logits must be finite or -inf
-(NaN is not supported); the compiled backends read and write float32.
+What it does not know: models, caches, how the head outputs were produced, or which floor a head's support
+calls for (`qsharp_ext.guided_policy` decides). Logits must be finite or -inf (NaN is not supported); the
+compiled backends read and write float32. Every backend checks shapes only: η, the temperature and top_p are
+checked where a user gives them, so that a decoding step never waits for the device to report on them.
 
-This module holds the pure-torch reference (`reference_expand_candidates`, `reference_guided_sample`: the
-unfused composition of `qsharp_ext.distributions` over the full (B, V)), which every backend is tested
-against, and the dispatch to the C++, CUDA and Triton kernels (`qsharp_ext.kernels.dispatch`).
+This module holds the pure-torch reference (`reference_expand_candidates`, `reference_guided_logits`,
+`reference_guided_sample`: the unfused composition of `qsharp_ext.distributions` over the full (B, V)), which
+every backend is tested against, and the dispatch to the C++, CUDA and Triton kernels
+(`qsharp_ext.kernels.dispatch`).
 """
 
 from __future__ import annotations
@@ -69,14 +72,12 @@ class StepResult:
 # ------------------------------------------------------------------------------------------------ checks
 
 
-def check_expand_args(ref_logits: Tensor, temperature: float, k: int) -> None:
-    """Raise a clear ValueError for inputs that no backend accepts."""
+def check_expand_args(ref_logits: Tensor, k: int) -> None:
+    """Raise a clear ValueError for shapes that no backend accepts."""
     if ref_logits.dim() != 2 or ref_logits.shape[1] < 1:
         raise ValueError(f"ref_logits must be (B, V) with V >= 1, got shape {tuple(ref_logits.shape)}")
     if not ref_logits.is_floating_point():
         raise ValueError(f"ref_logits must be floating point, got {ref_logits.dtype}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
     vocab = ref_logits.shape[1]
     if not 1 <= k <= vocab:
         raise ValueError(f"k must be in [1, V] = [1, {vocab}], got {k}")
@@ -94,13 +95,11 @@ def check_sample_args(
     head_out: Tensor,
     head: str,
     eta: Tensor,
-    temperature: float,
     noise: Tensor,
-    floor: Tensor | None,
+    floor: Tensor,
     atoms: Tensor | None,
-    top_p: float,
 ) -> None:
-    """Raise a clear ValueError for inputs that no backend accepts (shapes, η, T, top_p, head kind)."""
+    """Raise a clear ValueError for shapes and head kinds that no backend accepts (never for values: no sync)."""
     if ref_logits.dim() != 2:
         raise ValueError(f"ref_logits must be (B, V), got shape {tuple(ref_logits.shape)}")
     batch, vocab = ref_logits.shape
@@ -118,21 +117,8 @@ def check_sample_args(
     else:
         _check_shape(head_out, "head_out", (batch, k))
     _check_shape(eta, "eta", (batch,))
-    D.check_eta(eta)
     _check_shape(noise, "noise", (batch,))
-    if floor is not None:
-        _check_shape(floor, "floor", (batch,))
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-
-
-def default_floor(head: str, eta: Tensor, atoms: Tensor | None) -> Tensor:
-    """The offset of non-candidates: v_min/η (v_min = 0, or atoms[0] for histograms); 0 when η = ∞."""
-    v_min = atoms[0].item() if head == "histogram" else 0.0
-    floor = torch.zeros_like(eta) if v_min == 0.0 else D.floor_log_offset(v_min, eta)
-    return torch.where(torch.isinf(eta), torch.zeros_like(floor), floor)
+    _check_shape(floor, "floor", (batch,))
 
 
 # --------------------------------------------------------------------------------------- torch reference
@@ -156,7 +142,7 @@ def reference_topk(ref_logits: Tensor, k: int) -> Tensor:
 
 def reference_expand_candidates(ref_logits: Tensor, temperature: float, k: int) -> Candidates:
     """The unfused composition: log_softmax and top-k over the full (B, V), in the logits' dtype."""
-    check_expand_args(ref_logits, temperature, k)
+    check_expand_args(ref_logits, k)
     z = ref_logits / temperature  # (B, V)
     ids = reference_topk(ref_logits, k)
     return Candidates(ids=ids, ref_logp=F.log_softmax(z, dim=-1).gather(-1, ids), lse=torch.logsumexp(z, dim=-1))
@@ -220,6 +206,25 @@ def candidate_kl(ref_logp: Tensor, offsets: Tensor, floor: Tensor, rest_log_mass
     return (kl + torch.where(pi_rest > 0, pi_rest * (floor - log_z), torch.zeros_like(kl))).clamp_min(0.0)
 
 
+def reference_guided_logits(
+    ref_logits: Tensor,
+    cand_ids: Tensor,
+    head_out: Tensor,
+    head: str,
+    eta: Tensor,
+    temperature: float,
+    *,
+    floor: Tensor,
+    atoms: Tensor | None = None,
+    candidates_only: bool = False,
+) -> Tensor:
+    """(B, V) π's unnormalized logits at temperature T, in the logits' dtype: each candidate's
+    ln π_ref + log-offset, every other token ln π_ref + floor (or -inf with `candidates_only`)."""
+    z = ref_logits / temperature  # (B, V)
+    offsets = reference_log_offsets(head_out.to(z.dtype), head, eta.to(z.dtype), atoms)  # (B, k)
+    return D.guided_logits(z, cand_ids, offsets, floor.to(z.dtype), candidates_only)
+
+
 def reference_guided_sample(
     ref_logits: Tensor,
     cand: Candidates,
@@ -229,17 +234,18 @@ def reference_guided_sample(
     temperature: float,
     noise: Tensor,
     *,
-    floor: Tensor | None = None,
+    floor: Tensor,
     atoms: Tensor | None = None,
     top_p: float = 1.0,
     candidates_only: bool = False,
 ) -> StepResult:
     """The unfused composition over the full (B, V): guided_logits, log_softmax, token_kl, sort, inverse CDF."""
-    check_sample_args(ref_logits, cand, head_out, head, eta, temperature, noise, floor, atoms, top_p)
-    floor = default_floor(head, eta, atoms) if floor is None else floor
+    check_sample_args(ref_logits, cand, head_out, head, eta, noise, floor, atoms)
     z = ref_logits / temperature  # (B, V)
-    offsets = reference_log_offsets(head_out.to(z.dtype), head, eta.to(z.dtype), atoms)  # (B, k)
-    guided = D.guided_logits(z, cand.ids, offsets, floor.to(z.dtype), candidates_only)  # (B, V)
+    guided = reference_guided_logits(
+        ref_logits, cand.ids, head_out, head, eta, temperature, floor=floor, atoms=atoms,
+        candidates_only=candidates_only,
+    )  # fmt: skip
     order, p = sampling_probs(guided, cand.ids, top_p, candidates_only)
     token = inverse_cdf(order, p, noise)  # (B,)
     match = cand.ids == token.unsqueeze(-1)  # (B, k)
@@ -274,7 +280,7 @@ def expand_candidates(ref_logits: Tensor, temperature: float, k: int, backend: s
     chosen = resolve_backend(ref_logits.device, backend)
     if chosen == "torch":
         return reference_expand_candidates(ref_logits, temperature, k)  # checks its own arguments
-    check_expand_args(ref_logits, temperature, k)
+    check_expand_args(ref_logits, k)
     if chosen == "triton":
         return _triton(ref_logits.device).expand_candidates(ref_logits.float(), temperature, k)
     ids, ref_logp, lse = compiled_extension().expand_candidates(ref_logits.float(), float(temperature), k)
@@ -290,7 +296,7 @@ def guided_sample(
     temperature: float,
     noise: Tensor,
     *,
-    floor: Tensor | None = None,
+    floor: Tensor,
     atoms: Tensor | None = None,
     top_p: float = 1.0,
     candidates_only: bool = False,
@@ -299,7 +305,8 @@ def guided_sample(
     """Draw one token per row from π ∝ π_ref · exp(offset); see the module docstring for the exact rule.
 
     Shapes: `ref_logits` (B, V); `head_out` (B, k) for bernoulli/mean heads, (B, k, n) for histogram heads with
-    `atoms` (n,); `eta`, `noise` and `floor` (B,). η = ∞ is unguided; η <= 0 or NaN raises ValueError.
+    `atoms` (n,); `eta`, `noise` and `floor` (B,). η = ∞ is an unguided row (give it floor 0); η must be
+    positive, T positive and top_p in (0, 1]: unchecked here (the callers' entry points check them).
     """
     chosen = resolve_backend(ref_logits.device, backend)
     if chosen == "torch":  # the reference checks its own arguments
@@ -307,9 +314,8 @@ def guided_sample(
             ref_logits, cand, head_out, head, eta, temperature, noise,
             floor=floor, atoms=atoms, top_p=top_p, candidates_only=candidates_only,
         )  # fmt: skip
-    check_sample_args(ref_logits, cand, head_out, head, eta, temperature, noise, floor, atoms, top_p)
+    check_sample_args(ref_logits, cand, head_out, head, eta, noise, floor, atoms)
     f32 = torch.float32
-    floor = default_floor(head, eta.to(f32), atoms) if floor is None else floor
     atoms = torch.zeros(1, device=ref_logits.device) if atoms is None else atoms
     args = (
         ref_logits.to(f32), cand.ids, cand.ref_logp.to(f32), cand.lse.to(f32), head_out.to(f32), head,
@@ -329,5 +335,6 @@ __all__ = [
     "expand_candidates",
     "guided_sample",
     "reference_expand_candidates",
+    "reference_guided_logits",
     "reference_guided_sample",
 ]

@@ -1,4 +1,6 @@
-"""Log-offsets of the Bernoulli and histogram heads, through the compiled kernels when they apply."""
+"""Log-offsets of the Bernoulli and histogram heads, through the compiled kernels when they apply.
+
+η > 0 is taken as given, as in `qsharp_ext.distributions` (checked where a user gives it, not here)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ def bernoulli_log_offset(logit: torch.Tensor, eta: float, backend: str | None = 
     """`distributions.bernoulli_log_offset`, computed by the C++/CUDA kernel when it applies."""
     if not _use_compiled(logit, eta, backend):
         return distributions.bernoulli_log_offset(logit, eta)
-    distributions.check_eta(eta)
     return compiled_extension().bernoulli_log_offset(logit, float(eta))
 
 
@@ -31,5 +32,4 @@ def histogram_log_offset(
     """`distributions.histogram_log_offset`, computed by the C++/CUDA kernel when it applies."""
     if not _use_compiled(logits, eta, backend):
         return distributions.histogram_log_offset(logits, atoms, eta)
-    distributions.check_eta(eta)
     return compiled_extension().histogram_log_offset(logits, atoms.to(logits.device), float(eta))

@@ -123,6 +123,6 @@ def generation_output(completions: list[list[int]], num_samples: int, pad_id: in
     index = torch.arange(n)
     return GenerationOutput(
         sequences=sequences, lengths=torch.tensor([len(t) for t in completions]), logp_pi=zeros, logp_ref=zeros,
-        kl=torch.zeros(n), prompt_index=index // num_samples, eta=torch.full((n,), float("inf")),
+        kl=torch.zeros(n), prompt_index=index // num_samples, eta=[None] * n,
         sample_index=index % num_samples,
     )  # fmt: skip

@@ -6,6 +6,7 @@ A plain dict of task classes; options go to the class's constructor and unknown 
 from __future__ import annotations
 
 import inspect
+from typing import Literal
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.tasks.arithmetic import ArithmeticTask
@@ -20,8 +21,19 @@ TASKS: dict[str, type[Task]] = {
     "gsm8k": GSM8KTask,
     "stargraph": StarGraphTask,
 }
+TaskName = Literal["first_token", "arithmetic", "gsm8k", "stargraph"]  # the keys of TASKS: `--help` lists them
 
-__all__ = ["TASKS", "ArithmeticTask", "FirstTokenTask", "GSM8KTask", "Problem", "StarGraphTask", "Task", "make_task"]
+__all__ = [
+    "TASKS",
+    "ArithmeticTask",
+    "FirstTokenTask",
+    "GSM8KTask",
+    "Problem",
+    "StarGraphTask",
+    "Task",
+    "TaskName",
+    "make_task",
+]
 
 
 def make_task(name: str, **options) -> Task:

@@ -8,7 +8,7 @@ import pytest
 from qsharp_ext.config import parse_config
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import load_prompt_rewards
-from qsharp_ext.pipeline import PipelineConfig, train_config
+from qsharp_ext.pipeline import PipelineConfig, run_pipeline, train_config
 from qsharp_ext.training import check_config
 from tests.e2e.test_cli import run_cli
 
@@ -143,3 +143,30 @@ def test_task_targets_on_a_task_without_them_are_refused_before_any_work(tmp_pat
                      "--future-targets", "task")  # fmt: skip
     assert result.returncode != 0 and "future_targets hook" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--etas", "0.1", "inf"], "evaluate stage: eta must be positive and finite"),
+        (["--eval-samples", "0"], "evaluate stage: num_samples must be at least 1"),
+        (["--max-eval-prompts", "-1"], "evaluate stage: max_prompts must be at least 1"),
+        (["--collect-eta", "0"], "collect stage: eta must be positive and finite"),
+        (["--temperature", "0"], "collect stage: temperature must be positive"),
+        (["--top-p", "1.5"], "collect stage: top_p must be in"),
+        (["--max-train-prompts", "0"], "collect stage: max_prompts must be at least 1"),
+    ],
+)
+def test_every_stage_setting_is_checked_before_the_run_folder_is_written(tmp_path, args, message):
+    out = tmp_path / "run"
+    argv = ["--config", "configs/smoke.yaml", "--out", str(out), *args]
+    with pytest.raises(UserError, match=message):
+        run_pipeline(parse_config(PipelineConfig, argv, "pipeline", "test"))
+    assert not out.exists()
+
+
+def test_a_bad_eta_ends_the_pipeline_in_one_sentence_before_anything_is_collected(tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), "--etas", "0.3", "0")
+    assert result.returncode == 1 and "evaluate stage: eta must be positive" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

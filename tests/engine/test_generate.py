@@ -73,7 +73,8 @@ def test_non_candidate_tokens_resync_the_value_cache(tokenizer):
 def test_unguided_rows_sample_pi_ref(tokenizer):
     ref, vm = models("llama", tokenizer)
     out = guided_generate(ref, tokenizer, PROMPTS, vm, etas=(None, 0.1), num_samples=2, max_new_tokens=6, seed=0)
-    plain = torch.isinf(out.eta)
+    assert out.eta == [None, None, 0.1, 0.1] * 3  # prompt-major, then η, then sample
+    plain = torch.tensor([eta is None for eta in out.eta])
     assert plain.sum() == 6
     torch.testing.assert_close(out.logp_pi[plain], out.logp_ref[plain])
     assert (out.kl[plain].abs() < 1e-6).all() and (out.kl[~plain] > 1e-3).all()
@@ -154,6 +155,8 @@ def test_rows_stop_at_every_end_of_turn_id_the_model_declares(tokenizer):
     [
         (dict(etas=(0.0,)), "eta must be positive"),
         (dict(etas=(-1.0,)), "eta must be positive"),
+        (dict(etas=(math.inf,)), "eta must be positive and finite, or None for unguided"),  # None is "unguided"
+        (dict(etas=(math.nan,)), "eta must be positive"),
         (dict(top_k=0), "top_k"),
         (dict(top_k=10_000), "top_k"),
         (dict(temperature=0.0), "temperature"),

@@ -144,7 +144,8 @@ def test_the_pipeline_trains_on_a_value_model_base_with_top_p(tmp_path):
     )  # fmt: skip
     rows = run_pipeline(cfg)
     assert [(r["method"], r["eta"]) for r in rows] == [("pi_ref", None), ("qsharp", 0.1)]
-    saved = json.loads((tmp_path / "run" / "round-1" / "qsharp" / "model" / "config.json").read_text())
+    model = tmp_path / "run" / "round-1" / "qsharp" / "model"
+    saved = json.loads((model / "config.json").read_text())["backbone_config"]  # the value model's backbone
     assert (saved["hidden_size"], saved["num_hidden_layers"]) == (32, 3)
     manifest = json.loads((tmp_path / "run" / "round-1" / "data" / "manifest.json").read_text())
     assert (manifest["settings"]["top_p"], manifest["settings"]["dtype"]) == (0.9, "float32")
@@ -192,7 +193,7 @@ def test_evaluate_decodes_with_both_models_in_the_configured_dtype(tmp_path, mon
 
     monkeypatch.setattr(evaluation, "guided_generate", spy)
     cfg = EvaluateConfig(
-        out=tmp_path / "eval", ref_model=ref, qsharp_model=str(tmp_path / "v"), etas=(0.1,), num_samples=2,
+        out=tmp_path / "eval", ref_model=ref, qsharp_model=str(tmp_path / "v"), etas=(None, 0.1), num_samples=2,
         max_prompts=2, max_new_tokens=3, device="cpu", dtype="bfloat16",
     )  # fmt: skip
     rows = run_evaluate(cfg, task=task, progress=False)

@@ -146,6 +146,29 @@ def test_processor_and_guided_generate_draw_the_same_tokens_with_the_same_noise(
     assert_steps_agree(tokens, draw.scores, out, logps)
 
 
+@pytest.mark.parametrize(
+    ("kind", "head"),
+    [("bernoulli", {}), ("histogram", dict(n_atoms=5, v_min=-1.0, v_max=1.0)), ("mean", dict(v_min=-1.0, v_max=1.0))],
+)
+def test_processor_and_guided_generate_give_identical_log_probs_for_every_head(tokenizer, kind, head):
+    """One policy in both: the candidates' offsets and the non-candidates' floor v_min/η (-5 here for the
+    histogram and mean heads). Two candidates only, so that the non-candidates hold most of π_ref's mass and
+    the floor weighs on every step: ln π of every drawn token is the same under the fused kernel and the
+    processor."""
+    ref, vm = models("llama", tokenizer, kind=kind, **head)
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    seeds, top_k, new = [11, 12, 13], 2, 6
+    out = guided_generate(
+        ref, tokenizer, PROMPTS, vm, etas=(ETA,), top_k=top_k, max_new_tokens=new, eos_token_id=[], row_seeds=seeds
+    )
+    processor = QSharpLogitsProcessor(vm, eta=ETA, top_k=top_k, attention_mask=batch["attention_mask"])
+    draw = SameNoise(processor, seeds)
+    tokens = hf_generate(ref, batch, [processor, draw], new, do_sample=True)
+    assert tokens.tolist() == out.token_lists()
+    logp = torch.stack([F.log_softmax(s, -1).gather(1, tokens[:, i, None])[:, 0] for i, s in enumerate(draw.scores)], 1)
+    torch.testing.assert_close(logp, out.logp_pi, rtol=1e-5, atol=1e-4)
+
+
 def test_processor_greedy_matches_guided_generate_greedy_on_chat_prompts():
     tok = make_chat_tokenizer()
     ref, vm = models("qwen2", tok)

@@ -102,6 +102,21 @@ def test_from_reference_rejects_too_many_layers(tokenizer):
         ValueModel.from_reference(make_causal_lm("llama", len(tokenizer), num_layers=2), 3)
 
 
+def test_num_layers_0_and_none_both_mean_all_layers_as_in_the_configs(tokenizer):
+    """The command line, TrainConfig and from_reference read num_layers the same way (0 or None: all)."""
+    ref = make_causal_lm("llama", len(tokenizer), num_layers=3)
+    for all_layers in (None, 0):
+        assert ValueModel.from_reference(ref, all_layers, tokenizer).backbone.config.num_hidden_layers == 3
+    assert ValueModel.from_reference(ref).backbone.config.num_hidden_layers == 3  # the default: all
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(UserError, match="num_layers"):
+            ValueModel.from_reference(ref, bad, tokenizer)
+    # the lm_head start's advice names a value that from_reference itself accepts
+    with pytest.raises(UserError, match="set num_layers to 0 or None"):
+        ValueModel.from_reference(ref, 2, tokenizer, head_init="lm_head", parameterization="q")
+    ValueModel.from_reference(ref, None, tokenizer, head_init="lm_head", parameterization="q")
+
+
 @pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
 def test_save_and_load_round_trip(arch, tokenizer, tmp_path, kind):
     support = {"v_min": -1.0, "v_max": 2.0} if kind == "histogram" else {}
@@ -114,7 +129,7 @@ def test_save_and_load_round_trip(arch, tokenizer, tmp_path, kind):
     assert loaded.head_config == vm.head_config
     torch.testing.assert_close(loaded.atoms, vm.atoms)
     assert sorted(p.name for p in (tmp_path / "vm").iterdir()) == sorted(
-        ["config.json", "model.safetensors", "value_head.safetensors", "qsharp_value.json"]
+        ["config.json", "model.safetensors", "value_head.safetensors", "qsharp_value.json", "README.md"]
     )
 
 

@@ -26,6 +26,7 @@ HAS_CUDA = torch.cuda.is_available() and _C is not None and _C.has_cuda()
 INF = math.inf
 HEADS = ("bernoulli", "histogram", "mean")
 N_ATOMS = 5
+V_MIN = {"bernoulli": 0.0, "histogram": -1.0, "mean": -1.0}  # the histogram's atoms span [-1, 1]
 BOUNDARY_MARGIN = 2e-5
 
 needs_cpp = pytest.mark.skipif(_C is None, reason="qsharp_ext._C is not built")
@@ -67,8 +68,13 @@ def make_eta(rng: torch.Generator, batch: int, eta: float | str) -> torch.Tensor
 
 def make_head(rng: torch.Generator, head: str, batch: int, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     if head == "histogram":
-        return torch.randn(batch, k, N_ATOMS, generator=rng) * 3, D.make_atoms(-1.0, 1.0, N_ATOMS)
+        return torch.randn(batch, k, N_ATOMS, generator=rng) * 3, D.make_atoms(V_MIN[head], 1.0, N_ATOMS)
     return torch.randn(batch, k, generator=rng) * 3, None
+
+
+def make_floor(head: str, eta: torch.Tensor) -> torch.Tensor:
+    """(B,) the non-candidates' offset v_min/η of the head's lowest reward (0 where η = ∞)."""
+    return D.floor_log_offset(V_MIN[head], eta)
 
 
 def safe_noise(rng, ref_logits, cand, head_out, head, eta, temperature, atoms, top_p, candidates_only):
@@ -77,10 +83,10 @@ def safe_noise(rng, ref_logits, cand, head_out, head, eta, temperature, atoms, t
     A row is left out of the comparison when its candidates' cumulative mass lies within the margin of top_p
     (rounding then decides the nucleus) or no safe u was found in 200 draws.
     """
-    z = ref_logits.double() / temperature
-    offsets = FS.reference_log_offsets(head_out.double(), head, eta.double(), atoms)
-    floor = FS.default_floor(head, eta.double(), atoms)
-    guided = D.guided_logits(z, cand.ids, offsets, floor, candidates_only)
+    guided = FS.reference_guided_logits(
+        ref_logits.double(), cand.ids, head_out.double(), head, eta.double(), temperature,
+        floor=make_floor(head, eta.double()), atoms=atoms, candidates_only=candidates_only,
+    )  # fmt: skip
     _, p = FS.sampling_probs(guided, cand.ids, 1.0, candidates_only)
     k = cand.ids.shape[1]
     nucleus_ok = ((p[:, :k].cumsum(-1) - top_p).abs() > BOUNDARY_MARGIN).all(-1) | (top_p == 1.0)
@@ -144,11 +150,12 @@ def test_guided_sample_equals_reference(rng, backend, head, eta, top_p, candidat
         head_out, atoms = make_head(rng, head, batch, k)
         eta_t = make_eta(rng, batch, eta)
         noise, rows = safe_noise(rng, x, cand, head_out, head, eta_t, temperature, atoms, top_p, candidates_only)
-        kwargs = dict(atoms=atoms, top_p=top_p, candidates_only=candidates_only)
+        kwargs = dict(floor=make_floor(head, eta_t), atoms=atoms, top_p=top_p, candidates_only=candidates_only)
         want = FS.reference_guided_sample(x, cand, head_out, head, eta_t, temperature, noise, **kwargs)
         dev = device_of(backend)
         cand_dev = FS.Candidates(cand.ids.to(dev), cand.ref_logp.to(dev), cand.lse.to(dev))
         kwargs["atoms"] = None if atoms is None else atoms.to(dev)
+        kwargs["floor"] = kwargs["floor"].to(dev)
         got = FS.guided_sample(
             x.to(dev), cand_dev, head_out.to(dev), head, eta_t.to(dev), temperature, noise.to(dev),
             backend=backend, **kwargs,
@@ -185,10 +192,12 @@ def test_unguided_eta_inf_is_the_reference_policy(rng, backend):
     cand = FS.expand_candidates(x.to(dev), 1.0, 5, backend=backend)
     for head in HEADS:
         head_out, atoms = make_head(rng, head, 7, 5)
+        eta = torch.full((7,), INF, device=dev)
         res = FS.guided_sample(
-            x.to(dev), cand, head_out.to(dev), head, torch.full((7,), INF, device=dev), 1.0,
-            torch.rand(7, generator=rng).to(dev), atoms=None if atoms is None else atoms.to(dev), backend=backend,
+            x.to(dev), cand, head_out.to(dev), head, eta, 1.0, torch.rand(7, generator=rng).to(dev),
+            floor=make_floor(head, eta), atoms=None if atoms is None else atoms.to(dev), backend=backend,
         )  # fmt: skip
+        assert (make_floor(head, eta) == 0).all()
         torch.testing.assert_close(res.kl.cpu(), torch.zeros(7), atol=1e-6, rtol=0)
         torch.testing.assert_close(res.logp_pi, res.logp_ref, atol=1e-5, rtol=0)
 
@@ -206,14 +215,15 @@ def test_candidate_kl_formula_equals_token_kl(rng, head, k):
     head_out, atoms = make_head(rng, head, batch, k)
     eta = torch.tensor([0.01, 0.1, 1.0, 100.0, INF, 0.5], dtype=torch.float64)
     offsets = FS.reference_log_offsets(head_out.double(), head, eta, atoms)
-    floor = FS.default_floor(head, eta, atoms)
+    floor = make_floor(head, eta)
     z = x / 0.9
     guided = D.guided_logits(z, cand.ids, offsets, floor)
     is_cand = torch.zeros_like(z, dtype=torch.bool).scatter(-1, cand.ids, True)
     rest = torch.log_softmax(z, -1).masked_fill(is_cand, -INF).logsumexp(-1)  # ln π_ref(non-candidates)
     got = FS.candidate_kl(cand.ref_logp, offsets, floor, rest)
     torch.testing.assert_close(got, D.token_kl(guided, z), rtol=1e-9, atol=1e-12)
-    res = FS.reference_guided_sample(x, cand, head_out, head, eta, 0.9, torch.rand(batch, generator=rng), atoms=atoms)
+    noise = torch.rand(batch, generator=rng)
+    res = FS.reference_guided_sample(x, cand, head_out, head, eta, 0.9, noise, floor=floor, atoms=atoms)
     torch.testing.assert_close(res.kl, got, rtol=1e-9, atol=1e-12)
 
 
@@ -229,7 +239,7 @@ def test_draws_follow_the_guided_distribution(rng, backend, top_p, candidates_on
     eta = torch.full((draws,), 0.5)
     res = FS.guided_sample(
         x, cand, head_out, "bernoulli", eta, 1.0, torch.rand(draws, generator=rng),
-        top_p=top_p, candidates_only=candidates_only, backend=backend,
+        floor=torch.zeros(draws), top_p=top_p, candidates_only=candidates_only, backend=backend,
     )  # fmt: skip
     guided = D.guided_logits(row, cand.ids[:1], D.bernoulli_log_offset(head_out[:1], 0.5), 0.0, candidates_only)
     _, p = FS.sampling_probs(guided.double(), cand.ids[:1], top_p, candidates_only)  # in sampling order
@@ -247,35 +257,35 @@ def test_ties_go_to_the_lower_id(backend):
     assert cand.ids.tolist() == [[1, 2, 4, 3]]
     # equal guided logits: the lower candidate index comes first in the sampling order
     res = FS.guided_sample(
-        x, cand, torch.zeros(1, 4), "mean", torch.ones(1), 1.0, torch.tensor([0.01]), backend=backend
-    )
+        x, cand, torch.zeros(1, 4), "mean", torch.ones(1), 1.0, torch.tensor([0.01]), floor=torch.zeros(1),
+        backend=backend,
+    )  # fmt: skip
     assert res.token.item() == 1 and res.cand_index.item() == 0
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("cpp", marks=needs_cpp)])
-def test_bad_inputs_raise_clear_errors(backend):
+def test_bad_shapes_raise_clear_errors(backend):
+    """Shapes and head kinds only: η, T and top_p are checked where a user gives them (tests/unit/test_eta.py)."""
     x = torch.zeros(2, 10)
     with pytest.raises(ValueError, match="k must be in"):
         FS.expand_candidates(x, 1.0, 0, backend=backend)
     with pytest.raises(ValueError, match="k must be in"):
         FS.expand_candidates(x, 1.0, 11, backend=backend)
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        FS.expand_candidates(x, 0.0, 3, backend=backend)
     with pytest.raises(ValueError, match="must be \\(B, V\\)"):
         FS.expand_candidates(torch.zeros(10), 1.0, 3, backend=backend)
     cand = FS.expand_candidates(x, 1.0, 3, backend=backend)
-    ok = dict(head_out=torch.zeros(2, 3), head="bernoulli", eta=torch.ones(2), temperature=1.0, noise=torch.zeros(2))
+    ok = dict(
+        head_out=torch.zeros(2, 3), head="bernoulli", eta=torch.ones(2), temperature=1.0, noise=torch.zeros(2),
+        floor=torch.zeros(2),
+    )  # fmt: skip
 
     def sample(**changes):
         args = {**ok, **changes}
         return FS.guided_sample(x, cand, **args, backend=backend)
 
     sample()
-    for bad_eta in (0.0, -1.0, math.nan):
-        with pytest.raises(ValueError, match="eta must be positive"):
-            sample(eta=torch.tensor([1.0, bad_eta]))
-    with pytest.raises(ValueError, match="temperature must be positive"):
-        sample(temperature=-1.0)
+    with pytest.raises(ValueError, match="floor must have shape"):
+        sample(floor=torch.zeros(3))
     with pytest.raises(ValueError, match="head_out must have shape"):
         sample(head_out=torch.zeros(2, 4))
     with pytest.raises(ValueError, match="eta must have shape"):
@@ -286,8 +296,6 @@ def test_bad_inputs_raise_clear_errors(backend):
         sample(head="gaussian")
     with pytest.raises(ValueError, match="needs atoms"):
         sample(head="histogram", head_out=torch.zeros(2, 3, 4))
-    with pytest.raises(ValueError, match="top_p"):
-        sample(top_p=0.0)
 
 
 def test_forcing_an_unavailable_backend_is_an_error(monkeypatch):

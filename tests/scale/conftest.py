@@ -82,7 +82,7 @@ def model_dirs(small_task, tmp_path_factory) -> tuple[Path, Path]:
 def evaluate_config(out: Path, model_dirs: tuple[Path, Path], **changes) -> EvaluateConfig:
     """A small local evaluation of the fixtures' π_ref and Q♯ model: 2 batches of 2 prompts, 3 samples each."""
     base = EvaluateConfig(
-        out=out, ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(0.3,), num_samples=3,
+        out=out, ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(None, 0.3), num_samples=3,
         prompts_per_batch=2, max_new_tokens=4, top_k=5, seed=2, device="cpu",
     )  # fmt: skip
     return dataclasses.replace(base, **changes)

@@ -151,7 +151,7 @@ def test_collect_rolls_in_with_torch_and_out_with_vllm(fake_vllm, small_task, mo
 
 def test_evaluate_samples_pi_ref_with_vllm(fake_vllm, small_task, model_dirs, tmp_path):
     cfg = EvaluateConfig(
-        out=tmp_path / "eval", ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(0.3,),
+        out=tmp_path / "eval", ref_model=str(model_dirs[0]), qsharp_model=str(model_dirs[1]), etas=(None, 0.3),
         num_samples=3, prompts_per_batch=2, max_new_tokens=4, top_k=5, seed=2, device="cpu", vllm=True,
     )  # fmt: skip
     rows = run_evaluate(cfg, small_task, progress=False)

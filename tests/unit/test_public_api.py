@@ -1,5 +1,6 @@
-"""What `qsharp_ext` exports: every stage beside the decoding API, each with its typed config, and a `dir()`
-that lists the lazily loaded names without loading them."""
+"""What `qsharp_ext` exports: every stage beside the decoding API, each with its typed config, the Python
+training entry point and what a custom task needs, and a `dir()` that lists the lazily loaded names without
+loading them."""
 
 import dataclasses
 import inspect
@@ -9,13 +10,26 @@ import sys
 import pytest
 
 import qsharp_ext
-from qsharp_ext import evaluation, generate, guidance, pipeline, rollouts, training, value_model
+from qsharp_ext import (
+    errors,
+    evaluation,
+    generate,
+    generate_cli,
+    guidance,
+    pipeline,
+    rollouts,
+    tasks,
+    train_api,
+    training,
+    value_model,
+)
 
 STAGES = [
     ("run_collect", "CollectConfig", rollouts),
     ("run_train", "TrainConfig", training),
     ("run_evaluate", "EvaluateConfig", evaluation),
     ("run_pipeline", "PipelineConfig", pipeline),
+    ("run_generate", "GenerateConfig", generate_cli),
 ]
 
 
@@ -38,6 +52,13 @@ def test_the_decoding_api_is_the_engines():
     assert qsharp_ext.guided_generate is generate.guided_generate
     assert qsharp_ext.ValueModel is value_model.ValueModel
     assert qsharp_ext.QSharpLogitsProcessor is guidance.QSharpLogitsProcessor
+
+
+def test_training_from_python_and_custom_tasks_are_exported():
+    assert qsharp_ext.train_value_model is train_api.train_value_model
+    assert (qsharp_ext.Task, qsharp_ext.Problem, qsharp_ext.make_task) == (tasks.Task, tasks.Problem, tasks.make_task)
+    assert qsharp_ext.UserError is errors.UserError  # what every mistake a user can make raises
+    assert {"train_value_model", "Task", "Problem", "make_task", "UserError"} <= set(qsharp_ext.__all__)
 
 
 def test_an_unknown_name_is_an_attribute_error():

@@ -1,4 +1,4 @@
-"""Reward functions: answer extraction, math-verify equivalence, user functions, the support check."""
+"""Reward functions: answer extraction, math-verify equivalence, the support check."""
 
 import threading
 
@@ -9,7 +9,6 @@ from qsharp_ext.rewards import (
     check_reward,
     exact_match,
     extract_math_answer,
-    load_user_reward,
     math_equal,
     math_reward,
 )
@@ -65,35 +64,6 @@ def test_exact_match():
     assert exact_match(" w3 ", "w3") == 1.0
     assert exact_match("w3", "w4") == 0.0
     assert exact_match(None, "w4") == 0.0
-
-
-@pytest.fixture
-def reward_module(tmp_path, monkeypatch):
-    (tmp_path / "my_rewards.py").write_text(
-        "def length_reward(completion, answer):\n    return min(len(completion), 10) / 10\n\nNOT_A_FUNCTION = 3\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "my_rewards"
-
-
-def test_load_user_reward(reward_module):
-    fn = load_user_reward(f"{reward_module}:length_reward")
-    assert fn("abcde", None) == 0.5
-
-
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ("my_rewards", "module:function"),
-        ("my_rewards:", "module:function"),
-        ("no_such_module_xyz:f", "cannot import the reward module"),
-        ("my_rewards:missing", "has no function 'missing'"),
-        ("my_rewards:NOT_A_FUNCTION", "is not a function"),
-    ],
-)
-def test_load_user_reward_errors(reward_module, spec, message):
-    with pytest.raises(UserError, match=message):
-        load_user_reward(spec)
 
 
 def test_check_reward():
