@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 
 from qsharp_ext import evaluation, rollouts, training
+from qsharp_ext.config import check_field_types
 from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
@@ -109,6 +110,9 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """Evaluate on the first N evaluation prompts."""
     evaluate_every_round: bool = True
     """Evaluate after each round (False: after the last one only)."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)  # PipelineConfig(out="run") works; a wrong type is one sentence
 
 
 def check_run_folder(cfg: PipelineConfig, task: Task) -> None:

@@ -13,6 +13,7 @@ from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig
 from qsharp_ext.generate_cli import GenerateConfig
+from qsharp_ext.pipeline import PipelineConfig
 from qsharp_ext.rollouts import CollectConfig
 from qsharp_ext.tasks import TASKS, TaskName
 from qsharp_ext.training import TrainConfig, check_config
@@ -27,6 +28,9 @@ def test_paths_given_as_strings_become_paths():
     assert CollectConfig(out="data", ref_model="ref").out == Path("data")
     assert EvaluateConfig(out="eval", ref_model="ref").out == Path("eval")
     assert GenerateConfig(ref_model="ref", out="c.jsonl", prompt="w1").prompt == ("w1",)
+    assert PipelineConfig(out="runs/p", etas=[0.3, 0.1]) == PipelineConfig(out=Path("runs/p"), etas=(0.3, 0.1))
+    with pytest.raises(UserError, match="train_steps must be an integer"):
+        PipelineConfig(out="runs/p", train_steps="10")
 
 
 @pytest.mark.parametrize(
