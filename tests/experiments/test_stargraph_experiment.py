@@ -57,6 +57,19 @@ def test_rerun_resumes_without_redoing_stages(smoke_run):
     assert "[stage]" not in result.stdout
 
 
+def test_no_cd_trains_and_reports_q_sharp_alone(smoke_run, tmp_path):
+    root, _ = smoke_run  # its cache holds π_ref, so only post-training runs
+    result = run_driver(tmp_path / "run", root / "cache", "--no-cd", "--rounds", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "cd" not in summary and "kl_cd" not in summary and "cd" not in summary["se"]
+    assert 0.0 <= summary["qsharp"] <= 1.0 and summary["kl_qsharp"] >= 0
+    assert set(summary["value_hops"]) == {"qsharp_round_1"}
+    assert not (tmp_path / "run" / "pipeline" / "round-1" / "cd").exists()
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert "| Q♯ |" in table and "| CD |" not in table
+
+
 def test_help_lists_presets_and_flags():
     cmd = [sys.executable, str(PYTHON_DIR / "stargraph.py"), "--help"]
     result = subprocess.run(cmd, capture_output=True, text=True)
