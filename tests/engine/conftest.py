@@ -67,3 +67,12 @@ def tokenizer() -> PreTrainedTokenizerFast:
 @pytest.fixture(params=ARCHS)
 def arch(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matrices: one thread is faster than two on a shared machine, and is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,12 +18,7 @@ SMALL = dict(samples_per_prompt=4, max_new_tokens=3, steps=6, batch_size=8, lr=1
              num_layers=1, progress=False)  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 @pytest.fixture(scope="module")
