@@ -27,6 +27,7 @@ from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
 from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
+from qsharp_ext.sampling_settings import Sampling
 from qsharp_ext.scoring import CandidateScorer
 from qsharp_ext.value_model import ValueModel
 
@@ -50,8 +51,7 @@ class QSharpLogitsProcessor(LogitsProcessor):
         pad_token_id: int | None = None,
         candidates_only: bool = False,
     ) -> None:
-        if not temperature > 0:
-            raise UserError(f"temperature must be positive, got {temperature}")
+        Sampling(temperature=temperature)  # the one check of the settings guided_generate shares
         if attention_mask is not None and torch.as_tensor(attention_mask).dim() != 2:
             raise UserError("attention_mask must be the (prompts, length) mask of the batch given to generate")
         self.value_model, self.eta, self.top_k, self.temperature = value_model, check_eta(eta), top_k, temperature
