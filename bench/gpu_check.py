@@ -86,7 +86,10 @@ PART_NAMES = tuple(p.name for p in PARTS)
 
 # The decoders of bench/decode_speed.py, under the names used here; our plain decoding runs first so that
 # every later row carries its ratio to it.
-RUNS = {"engine_plain": "plain", "hf_generate": "hf_generate", "qsharp": "guided_vtype", "qsharp_qtype": "guided_qtype"}
+RUNS = {
+    "engine_plain": "plain", "hf_generate": "hf_generate", "qsharp": "guided_vtype", "qsharp_qtype": "guided_qtype",
+    "qsharp_shared": "guided_shared_trunk",
+}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ shapes
@@ -296,6 +299,8 @@ def run_decode(args, report: Report, name: str) -> int:
         layers = shapes["value_layers"]
         vtype = ValueModel.from_reference(ref, layers, tokenizer).to(device).eval()
         qtype = ValueModel.from_reference(ref, layers, tokenizer, parameterization="q").to(device).eval()
+    # a Q-type head on all of π_ref's layers, read from π_ref's own pass (its layers are π_ref's tensors)
+    shared = ValueModel.from_reference(ref, 0, tokenizer, parameterization="q", share_trunk=True).to(device).eval()
     build_s = time.perf_counter() - start
     check_start = time.perf_counter()
     tokenizer_digest(tokenizer)  # what every guided call pays to check the value model's tokenizer
@@ -316,7 +321,7 @@ def run_decode(args, report: Report, name: str) -> int:
     rows, failed = [], False
     for batch in batches:
         prompts = word_prompts(batch, shapes["ref"].vocab_size)
-        decoders = decode_speed.decoding_runs(ref, tokenizer, prompts, vtype, qtype, top_k, eta)
+        decoders = decode_speed.decoding_runs(ref, tokenizer, prompts, vtype, qtype, top_k, eta, shared=shared)
         plain_ms = hf_ms = None
         for key, label in RUNS.items():
             row = {"batch": batch, "run": label}

@@ -296,7 +296,8 @@ def value_hops(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     result = {}
     for k in range(1, cfg.rounds + 1):
         for name in reversed(guided_methods(cfg)):
-            model = ValueModel.from_pretrained(cfg.out / "pipeline" / f"round-{k}" / name / "model")
+            folder = cfg.out / "pipeline" / f"round-{k}" / name / "model"
+            model = ValueModel.from_pretrained(folder, ref_model=reference)
             result[f"{name}_round_{k}"] = hops.accuracy_by_hops(model, task, graphs, "cpu", ref=reference)
     return result
 

@@ -247,7 +247,9 @@ class BatchSampler:
     def __init__(self, cfg: EvaluateConfig, task, problems: list) -> None:
         self.cfg, self.task, self.problems, self.methods = cfg, task, problems, _methods(cfg)
         self.ref, self.tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
-        load = functools.partial(load_value_model, tokenizer=self.tokenizer, device=cfg.device, dtype=cfg.dtype)
+        load = functools.partial(
+            load_value_model, tokenizer=self.tokenizer, device=cfg.device, dtype=cfg.dtype, ref_model=self.ref
+        )
         self.value_models = {"pi_ref": None, "cd": None, "qsharp": None}
         self.value_models |= {"qsharp": load(cfg.qsharp_model)} if cfg.qsharp_model else {}
         self.value_models |= {"cd": load(cfg.cd_model)} if cfg.cd_model else {}

@@ -4,7 +4,8 @@ Each step: π_ref's logits → top-k candidates → all k candidates scored in o
 log-probs for every row's η → sample → append. Both models keep KV caches. A V-type value model scores
 the k candidates as k tokens at the same position that see the cached prefix and themselves only (a
 tree attention mask); the chosen candidate's keys and values are kept, so the token is never run again.
-A Q-type value model gives every token's distribution from a 1-token pass.
+A Q-type value model gives every token's distribution from a 1-token pass; one that shares π_ref's frozen
+layers (shared_trunk.py) reads π_ref's own hidden state instead: one backbone pass serves both models.
 
 Rows are (prompt, η, sample) triples, so several η share one batch; η = None samples π_ref through the
 same code (the kernels see it as η = ∞). Every argument is checked once, before any model runs; the
@@ -29,7 +30,7 @@ from qsharp_ext.kernels import fused_step
 from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.sampling_settings import resolve_sampling
-from qsharp_ext.scoring import CandidateScorer, cache_kwarg, positions, prefill
+from qsharp_ext.scoring import SharedTrunkScorer, cache_kwarg, candidate_scorer, positions, prefill
 from qsharp_ext.value_model import ValueModel, check_tokenizer
 
 StepHook = Callable[[int, dict], None]
@@ -90,14 +91,6 @@ def _check_args(top_k: int, ids: list[list[int]], vocab: int) -> None:
 
 def _context_limit(model: PreTrainedModel) -> int:
     return getattr(model.config, "max_position_embeddings", None) or math.inf
-
-
-def _next_logits(
-    model: PreTrainedModel, input_ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor, cache_args: dict
-) -> torch.Tensor:
-    """π_ref's float32 logits for the next token of every row, its KV cache extended by `input_ids`."""
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=position, **cache_args)
-    return out.logits[:, -1].float()  # (N, V)
 
 
 class _NoiseSource:
@@ -235,13 +228,23 @@ def guided_generate(
 
     ref_kv = DynamicCache()
     ref_cache = cache_kwarg(ref_model, ref_kv)  # the argument name is looked up once
+    scorer = None
+    if guided:
+        scorer = candidate_scorer(value_model, ref_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt)
+    reader = scorer if isinstance(scorer, SharedTrunkScorer) else None  # reads π_ref's hidden states
 
-    def run_ref(ids: torch.Tensor, prompt_mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        return ref_model(input_ids=ids, attention_mask=prompt_mask, position_ids=position, **ref_cache).logits
+    def run_ref(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """π_ref's logits (rows, len(ids), V), its KV cache extended by `ids`."""
+        out = ref_model(
+            input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=reader is not None,
+            **ref_cache,
+        )  # fmt: skip
+        if reader is not None:
+            reader.read(out.hidden_states)
+        return out.logits
 
     mask = rows.attention_mask
     logits = prefill(run_ref, rows.prompt_ids, rows.prompt_mask, ref_kv, rows.per_prompt).float()  # (N, V)
-    scorer = CandidateScorer(value_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt) if guided else None
 
     tokens, logp_pi, logp_ref = [], [], []
     kl = torch.zeros(n, device=device)
@@ -266,7 +269,7 @@ def guided_generate(
         if done.all() or step == max_new_tokens - 1:
             break
         mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
-        logits = _next_logits(ref_model, token.unsqueeze(1), mask, positions(mask)[:, -1:], ref_cache)
+        logits = run_ref(token.unsqueeze(1), mask, positions(mask)[:, -1:])[:, -1].float()  # (N, V)
         if scorer is not None:
             scorer.advance(token, result.cand_index, mask)
 

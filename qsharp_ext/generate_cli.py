@@ -65,7 +65,7 @@ def run_generate(cfg: GenerateConfig) -> int:
     check_config(cfg)
     prompts = read_prompts(cfg)
     ref, tokenizer = load_reference(cfg.ref_model, cfg.device, cfg.dtype)
-    value = load_value_model(cfg.value_model, tokenizer, cfg.device, cfg.dtype) if cfg.value_model else None
+    value = load_value_model(cfg.value_model, tokenizer, cfg.device, cfg.dtype, ref) if cfg.value_model else None
     out = guided_generate(
         ref, tokenizer, prompts, value, etas=cfg.etas, num_samples=cfg.num_samples,
         max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k, temperature=cfg.temperature, top_p=cfg.top_p,

@@ -126,6 +126,12 @@ def model_card(head: dict[str, Any], backbone: dict[str, Any], training: dict[st
         f"- backbone: {backbone.get('model_type')}, {layers} layers, hidden size {backbone.get('hidden_size')}",
         f"- tokenizer digest: {head.get('tokenizer_digest')} (π_ref's tokenizer must match it)",
     ]
+    if head.get("shared_layers") is not None:
+        lines.append(
+            f"- shared trunk: the backbone is π_ref's own first {head['shared_layers']} layers (weights fingerprint "
+            f"{head.get('trunk_fingerprint')}), not saved here: load it with "
+            "`ValueModel.from_pretrained(folder, ref_model=ref_model)`"
+        )
     if training:
         lines += ["", "## Training", ""]
         lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in training.items() if key != "metrics"]

@@ -110,11 +110,16 @@ def load_value_base(name: str, ref_tokenizer: PreTrainedTokenizerBase, dtype: to
 
 
 def load_value_model(
-    path: str, tokenizer: PreTrainedTokenizerBase, device: str = "auto", dtype: str | torch.dtype = "float32"
+    path: str,
+    tokenizer: PreTrainedTokenizerBase,
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
+    ref_model: PreTrainedModel | None = None,
 ) -> ValueModel:
-    """A saved ValueModel, checked against π_ref's tokenizer."""
+    """A saved ValueModel, checked against π_ref's tokenizer (a shared-trunk one reads `ref_model`'s layers)."""
     if not Path(path).expanduser().is_dir():
         raise UserError(f"value model folder {path} does not exist")
     torch_dtype = resolve_dtype(dtype, device)
-    model = ValueModel.from_pretrained(Path(path).expanduser(), tokenizer=tokenizer, dtype=torch_dtype)
+    folder = Path(path).expanduser()
+    model = ValueModel.from_pretrained(folder, tokenizer=tokenizer, dtype=torch_dtype, ref_model=ref_model)
     return model.to(resolve_device(device)).eval()

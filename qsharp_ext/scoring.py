@@ -4,7 +4,9 @@ V-type: the k candidates go through the value model as k tokens at the same posi
 cached prefix and itself only (a tree attention mask, the public 4D-mask path of `transformers`); the
 chosen candidate's keys and values stay in the cache, so the token is never run again. When the sampled
 token was not a candidate, the candidates are dropped and the token is run (one 1-token pass).
-Q-type: the head output at the last position covers every next token, so scoring is a gather.
+Q-type: the hidden state at the last position scores every next token, so scoring runs the head's rows of
+the k candidates only. A shared-trunk Q-type model (shared_trunk.py) takes that hidden state from π_ref's own
+pass: no second backbone, no cache of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from qsharp_ext.kernels.tree_attention import tree_attention_mask
+from qsharp_ext.shared_trunk import trunk_features
 from qsharp_ext.value_model import ValueModel
 
 
@@ -77,16 +80,14 @@ class CandidateScorer:
         self.cache_args = cache_kwarg(model, self.cache)  # looked up once, not at every step
 
         def run(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-            return model(ids, attention_mask=mask, position_ids=position, **self.cache_args)[0]
+            return model.hidden(ids, attention_mask=mask, position_ids=position, **self.cache_args)[0]
 
-        # Q-type: every next token's head output, (N, V[, n])
-        self.last = prefill(run, input_ids, attention_mask, self.cache, repeats)
+        self.last = prefill(run, input_ids, attention_mask, self.cache, repeats)  # (N, H): Q-type scores from it
 
     def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Head outputs for the k candidates of every row: (N, k) or (N, k, n)."""
         if self.model.is_q_type:
-            index = cand_ids if self.last.dim() == 2 else cand_ids.unsqueeze(-1).expand(-1, -1, self.last.shape[-1])
-            return self.last.gather(1, index)
+            return self.model.candidate_outputs(self.last, cand_ids)
         n, k = cand_ids.shape
         allowed = tree_attention_mask(attention_mask.bool(), k)  # (N, 1, k, P + k)
         dtype = next(self.model.parameters()).dtype
@@ -106,7 +107,40 @@ class CandidateScorer:
         if not self.model.is_q_type:
             _drop_candidates(self.cache, prefix_len)
         position = positions(attention_mask)[:, -1:]
-        head_out, _ = self.model(
+        hidden, _ = self.model.hidden(
             token.unsqueeze(1), attention_mask=attention_mask, position_ids=position, **self.cache_args
         )
-        self.last = head_out[:, -1]
+        self.last = hidden[:, -1]
+
+
+class SharedTrunkScorer:
+    """A shared-trunk Q-type model's side of decoding: the head on the hidden state π_ref's pass just computed.
+
+    π_ref runs with `output_hidden_states=True` and hands its outputs to `read` (the prompts' pass first, whose
+    rows are repeated like π_ref's cache); `score` and `advance` then run no backbone at all.
+    """
+
+    def __init__(self, model: ValueModel, ref_model: PreTrainedModel, repeats: int = 1) -> None:
+        self.model, self.ref_model, self.repeats = model, ref_model, repeats
+        self.layers = model.head_config.shared_layers
+        self.last: torch.Tensor | None = None  # (N, H)
+
+    def read(self, hidden_states: tuple[torch.Tensor, ...]) -> None:
+        """Keep the value model's hidden state at every row's last position from π_ref's `hidden_states`."""
+        features = trunk_features(self.ref_model, tuple(h[:, -1] for h in hidden_states), self.layers)
+        self.last = features if self.last is not None else features.repeat_interleave(self.repeats, 0)
+
+    def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.candidate_outputs(self.last, cand_ids)
+
+    def advance(self, token: torch.Tensor, cand_index: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Nothing to run: π_ref's pass over the token hands its hidden states to `read`."""
+
+
+def candidate_scorer(
+    model: ValueModel, ref_model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int
+) -> CandidateScorer | SharedTrunkScorer:
+    """The shared-trunk scorer for a Q-type model that reads this π_ref, else the value model's own (prefilled)."""
+    if model.is_q_type and model.reads(ref_model):
+        return SharedTrunkScorer(model, ref_model, repeats)
+    return CandidateScorer(model, input_ids, attention_mask, repeats)

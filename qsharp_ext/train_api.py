@@ -254,5 +254,5 @@ def train_value_model(
                 where = {} if out is not None else {"model": "memory"}
                 print(f"round {k}/{rounds}: {rollouts.summary_line(data)}")
                 print(f"round {k}/{rounds}: {training.summary_line(metrics | where)}")
-        model = ValueModel.from_pretrained(stages.model(rounds), tokenizer=tokenizer, dtype=dtype)
+        model = ValueModel.from_pretrained(stages.model(rounds), tokenizer=tokenizer, dtype=dtype, ref_model=ref_model)
     return model.to(device)

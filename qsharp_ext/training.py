@@ -60,7 +60,7 @@ from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_manifest, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
 from qsharp_ext.tasks.base import Task
-from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel
+from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel, reads_reference
 
 Fit = Literal["likelihood", "mse"]
 FutureTargetsSource = Literal["rollout", "task"]
@@ -704,17 +704,25 @@ def layer_source(cfg: TrainConfig, reference: Reference | None = None) -> Refere
     return load_value_base(cfg.value_model_base, tokenizer, dtype), tokenizer
 
 
+def shares_trunk(cfg: TrainConfig) -> bool:
+    """A backbone that is π_ref's own layers, frozen, with none added, is π_ref's trunk: the model is saved as its
+    head and, Q-type, decodes from π_ref's own forward pass (shared_trunk.py)."""
+    return cfg.backbone_lr_scale == 0 and cfg.extra_layers == 0 and cfg.value_model_base is None
+
+
 def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_model: PreTrainedModel) -> ValueModel:
     """`ref_model`'s first layers plus a fresh head (float32 weights for training), or a saved value model
     whose head matches the config."""
     head = {"kind": cfg.kind, "parameterization": cfg.parameterization}
     head |= {"n_atoms": cfg.n_atoms, "v_min": cfg.v_min, "v_max": cfg.v_max}
     if cfg.init_value_model is None:
-        model = ValueModel.from_reference(ref_model, cfg.num_layers, tokenizer, cfg.head_init, cfg.extra_layers, **head)
+        model = ValueModel.from_reference(
+            ref_model, cfg.num_layers, tokenizer, cfg.head_init, cfg.extra_layers, share_trunk=shares_trunk(cfg), **head
+        )
         return model.float()
     if not Path(cfg.init_value_model).is_dir():
         raise UserError(f"value model folder {cfg.init_value_model} does not exist")
-    model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer)
+    model = ValueModel.from_pretrained(cfg.init_value_model, tokenizer=tokenizer, ref_model=ref_model)
     saved = dataclasses.asdict(model.head_config)
     if cfg.kind != "histogram":
         head.pop("n_atoms")
@@ -789,7 +797,7 @@ def start_or_resume(
         where = checkpoint_path(cfg.out, saved_steps[-1])
         state = torch.load(where / STATE_FILE, weights_only=True)
         check_resumable(state, cfg, digest, where)
-        model = ValueModel.from_pretrained(where, tokenizer=tokenizer)
+        model = ValueModel.from_pretrained(where, tokenizer=tokenizer, ref_model=ref_model)
     else:
         model = initial_model(cfg, tokenizer, ref_model)
     model.to(device)
@@ -912,7 +920,8 @@ def finished_run(out: Path) -> tuple[TrainConfig, ValueModel, list[Rollout]]:
         raise UserError(f"{out} holds no finished training run (summary.json and model/)")
     cfg = from_recorded(TrainConfig, json.loads(summary.read_text())["config"], out=Path(out))
     _, eval_set = prepare_data(cfg)
-    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model))
+    ref_model = layer_source(cfg)[0] if reads_reference(model_folder) else None
+    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model), ref_model=ref_model)
     return cfg, model.to(resolve_device(cfg.device)), eval_set
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -30,6 +31,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel, PreTrainedToken
 
 from qsharp_ext import distributions as D
 from qsharp_ext import hub
+from qsharp_ext import shared_trunk as trunk
 from qsharp_ext.errors import UserError
 from qsharp_ext.io import atomic_write_text
 
@@ -51,6 +53,11 @@ class ValueHeadConfig:
     v_max: float = 1.0
     vocab_size: int = 0
     tokenizer_digest: str | None = None
+    shared_layers: int | None = None
+    """None: the model has its own backbone. L: its backbone is π_ref's frozen first L layers, read from π_ref
+    itself (saved as the head alone, loaded with `ref_model=`; see shared_trunk.py)."""
+    trunk_fingerprint: str | None = None
+    """Fingerprint of the π_ref layers a shared-trunk model reads (shared_trunk.trunk_fingerprint)."""
 
     def __post_init__(self) -> None:
         if self.kind not in ("bernoulli", "histogram", "mean"):
@@ -65,15 +72,30 @@ class ValueHeadConfig:
         return self.n_atoms if self.kind == "histogram" else 1
 
 
+_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer → (its size, its digest)
+
+
 def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A short hash of the token → id mapping: equal digests mean the same vocabulary and ids."""
+    """A short hash of the token → id mapping: equal digests mean the same vocabulary and ids.
+
+    Kept per tokenizer object while its size is unchanged (adding tokens changes it): every guided call checks
+    the value model's tokenizer, and hashing a 128k vocabulary takes about 0.2 s.
+    """
+    cached = _DIGESTS.get(tokenizer)
+    if cached is not None and cached[0] == len(tokenizer):
+        return cached[1]
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
-    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+    _DIGESTS[tokenizer] = (len(tokenizer), digest)
+    return digest
 
 
-def truncated_backbone(ref_model: PreTrainedModel, num_layers: int | None, extra_layers: int = 0) -> PreTrainedModel:
+def truncated_backbone(
+    ref_model: PreTrainedModel, num_layers: int | None, extra_layers: int = 0, share: bool = False
+) -> PreTrainedModel:
     """π_ref's embeddings and first `num_layers` layers (its base model, without the LM head; 0 or None: all of
-    them), copied, then `extra_layers` freshly initialised layers of the same kind on top (before the final norm)."""
+    them), copied, then `extra_layers` freshly initialised layers of the same kind on top (before the final norm).
+    With `share` (no extra layers) the weights are π_ref's own tensors, not copies: no memory, no time."""
     base = ref_model.base_model
     total = base.config.num_hidden_layers
     if num_layers is not None and (isinstance(num_layers, bool) or not isinstance(num_layers, int)):
@@ -92,8 +114,17 @@ def truncated_backbone(ref_model: PreTrainedModel, num_layers: int | None, extra
         kinds = fields["layer_types"][:num_layers]
         fields["layer_types"] = kinds + kinds[-1:] * extra_layers
     config = base.config.__class__.from_dict(fields)
-    backbone = AutoModel.from_config(config)
     copied = {k: v for k, v in base.state_dict().items() if layer_index(k) is None or layer_index(k) < num_layers}
+    if share:
+        with torch.device("meta"):  # nothing allocated: every tensor is then π_ref's
+            backbone = AutoModel.from_config(config)
+        backbone.load_state_dict(copied, strict=True, assign=True)
+        buffers = dict(base.named_buffers())  # the non-persistent ones (rotary frequencies) are not in the state
+        for name, _ in list(backbone.named_buffers()):
+            owner, _, leaf = name.rpartition(".")
+            setattr(backbone.get_submodule(owner), leaf, buffers[name])
+        return backbone.eval()
+    backbone = AutoModel.from_config(config)
     missing, _ = backbone.load_state_dict(copied, strict=False)
     missing = [k for k in missing if layer_index(k) is None or layer_index(k) < num_layers]  # not an extra layer's
     if missing:
@@ -119,6 +150,7 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         self.backbone = backbone
         self.head_config = head_config
         self.training_info: dict[str, Any] | None = None
+        self._reference: weakref.ref | None = None  # the π_ref object a shared-trunk model reads
         if head_config.vocab_size <= 0:
             head_config.vocab_size = backbone.config.vocab_size
         hidden = backbone.config.hidden_size
@@ -140,17 +172,28 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         tokenizer: PreTrainedTokenizerBase | None = None,
         head_init: HeadInit = "fresh",
         extra_layers: int = 0,
+        share_trunk: bool = False,
         **head,
     ) -> ValueModel:
         """A value model from π_ref's embeddings and first `num_layers` layers (0 or None: all of them, as in
         TrainConfig and the command line; plus `extra_layers` fresh ones on top) and a head: a fresh one (small
         weights), one at torch.nn.Linear's scale (head_init="linear", see `reset_head`), or (head_init="lm_head")
-        π_ref's own LM head, see `copy_lm_head`."""
+        π_ref's own LM head, see `copy_lm_head`. `share_trunk` (no extra layers; the backbone must then stay
+        frozen) makes it read π_ref's own layers: saved as its head, decoded from π_ref's pass (shared_trunk.py)."""
         check_head_init(head_init)
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
         config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
-        model = cls(truncated_backbone(ref_model, num_layers, extra_layers), config)
+        if share_trunk and extra_layers:
+            raise UserError("a value model that shares π_ref's layers cannot add layers of its own (extra_layers)")
+        backbone = truncated_backbone(ref_model, num_layers, extra_layers, share=share_trunk)
+        if share_trunk:
+            trunk.final_norm(ref_model)  # refused here, before any training, for an architecture it cannot read
+            config.shared_layers = backbone.config.num_hidden_layers
+            config.trunk_fingerprint = trunk.trunk_fingerprint(ref_model, config.shared_layers)
+        model = cls(backbone, config)
+        if share_trunk:
+            model._reference = weakref.ref(ref_model)
         if head_init == "lm_head":
             model.copy_lm_head(ref_model)
         elif head_init == "linear":
@@ -201,6 +244,21 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
     def is_q_type(self) -> bool:
         return self.head_config.parameterization == "q"
 
+    def reads(self, ref_model: PreTrainedModel) -> bool:
+        """Whether this is a shared-trunk model built or loaded from this very π_ref object (then guided decoding
+        reads π_ref's hidden states; with any other π_ref it runs its own copy of the layers, as a second model)."""
+        return self._reference is not None and self._reference() is ref_model
+
+    def candidate_outputs(self, hidden: torch.Tensor, cand_ids: torch.Tensor) -> torch.Tensor:
+        """Q-type head outputs of the candidates `cand_ids` (N, k) from the prefix's hidden state (N, H):
+        (N, k) / (N, k, n), the head's rows of those tokens only (k·n·H MACs, not V·n·H)."""
+        n = self.head_config.outputs_per_token
+        rows = (cand_ids.unsqueeze(-1) * n + torch.arange(n, device=cand_ids.device)).flatten(1)  # (N, k·n)
+        hidden = hidden.to(self.head.weight.dtype)
+        out = (self.head.weight[rows] @ hidden.unsqueeze(-1)).squeeze(-1) + self.head.bias[rows]  # (N, k·n)
+        out = out.float().unflatten(-1, (cand_ids.shape[1], n))
+        return out.squeeze(-1) if n == 1 else out
+
     def head_outputs(self, hidden: torch.Tensor) -> torch.Tensor:
         """Head on hidden states (..., H) → (...) / (..., n); Q-type → (..., V) / (..., V, n)."""
         out = self.head(hidden).float()
@@ -210,13 +268,17 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
             out = out.unflatten(-1, (1, self.head_config.outputs_per_token)).squeeze(-2)
         return out.squeeze(-1) if self.head_config.outputs_per_token == 1 else out
 
-    def forward(self, input_ids: torch.Tensor, **backbone_kwargs) -> tuple[torch.Tensor, object]:
-        """Head outputs at every position and the backbone's KV cache (when `use_cache=True`)."""
+    def hidden(self, input_ids: torch.Tensor, **backbone_kwargs) -> tuple[torch.Tensor, object]:
+        """The backbone's last hidden states (B, T, H) and its KV cache (when `use_cache=True`)."""
         result = self.backbone(input_ids=input_ids, **backbone_kwargs)
         # the field is `cache` in newer transformers (reading `past_key_values` there warns), before that not
         name = "cache" if "cache" in {f.name for f in dataclasses.fields(result)} else "past_key_values"
-        cache = getattr(result, name, None)
-        return self.head_outputs(result.last_hidden_state), cache
+        return result.last_hidden_state, getattr(result, name, None)
+
+    def forward(self, input_ids: torch.Tensor, **backbone_kwargs) -> tuple[torch.Tensor, object]:
+        """Head outputs at every position and the backbone's KV cache (when `use_cache=True`)."""
+        hidden, cache = self.hidden(input_ids, **backbone_kwargs)
+        return self.head_outputs(hidden), cache
 
     def log_offset(self, head_out: torch.Tensor, eta: float | torch.Tensor) -> torch.Tensor:
         """ln E[exp(z/η)] from head outputs (reference numerics; the decoding step fuses this)."""
@@ -261,7 +323,8 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         return super().save_pretrained(Path(save_directory), **hub_kwargs)
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        self.backbone.save_pretrained(save_directory)
+        if self.head_config.shared_layers is None:  # a shared trunk is π_ref's: not saved again
+            self.backbone.save_pretrained(save_directory)
         backbone_config = json.loads(self.backbone.config.to_json_string(use_diff=False))
         head_state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(head_state, str(save_directory / HEAD_FILE))
@@ -288,13 +351,15 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         pretrained_model_name_or_path: str | Path,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dtype: torch.dtype | None = None,
+        ref_model: PreTrainedModel | None = None,
         **hub_kwargs: Any,
     ) -> ValueModel:
         """Load a saved value model from a folder or a hub id (`revision`, `token`, `cache_dir`,
         `local_files_only`, `force_download` go to huggingface_hub); with π_ref's `tokenizer`, refuse one
-        trained with another vocabulary."""
+        trained with another vocabulary. A shared-trunk model (saved as its head, see shared_trunk.py) needs the
+        π_ref it reads as `ref_model`; other models ignore it."""
         return cls._from_pretrained(model_id=str(pretrained_model_name_or_path), tokenizer=tokenizer, dtype=dtype,
-                                    **hub_kwargs)  # fmt: skip
+                                    ref_model=ref_model, **hub_kwargs)  # fmt: skip
 
     @classmethod
     def _from_pretrained(
@@ -303,6 +368,7 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         model_id: str,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dtype: torch.dtype | None = None,
+        ref_model: PreTrainedModel | None = None,
         **hub_kwargs: Any,
     ) -> ValueModel:
         hub_kwargs = {k: v for k, v in hub_kwargs.items() if v is not None and k not in ("proxies", "resume_download")}
@@ -313,15 +379,37 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         if tokenizer is not None:
             check_tokenizer(head_config, tokenizer, model_id)
         config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
-        options = {"dtype": dtype} if dtype else {}
-        if config.get("model_type") == hub.MODEL_TYPE:  # the backbone's config sits inside
-            fields = dict(config["backbone_config"])
-            options["config"] = AutoConfig.for_model(fields.pop("model_type"), **fields)
-        backbone = AutoModel.from_pretrained(path, **options)  # folders saved before: the backbone's config.json
+        if head_config.shared_layers is not None:
+            backbone = shared_backbone(head_config, ref_model, model_id)
+            backbone = backbone.to(dtype) if dtype else backbone
+        else:
+            options = {"dtype": dtype} if dtype else {}
+            if config.get("model_type") == hub.MODEL_TYPE:  # the backbone's config sits inside
+                fields = dict(config["backbone_config"])
+                options["config"] = AutoConfig.for_model(fields.pop("model_type"), **fields)
+            backbone = AutoModel.from_pretrained(path, **options)  # folders saved before: the backbone's config.json
         model = cls(backbone, head_config)
         model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+        if head_config.shared_layers is not None:
+            model._reference = weakref.ref(ref_model)
         model.training_info = config.get("training")
         return model.eval()
+
+
+def reads_reference(folder: str | Path) -> bool:
+    """Whether the saved value model in `folder` is a shared-trunk one (it needs its π_ref to load)."""
+    return json.loads((Path(folder) / META_FILE).read_text()).get("shared_layers") is not None
+
+
+def shared_backbone(head_config: ValueHeadConfig, ref_model: PreTrainedModel | None, where: object) -> PreTrainedModel:
+    """The layers a shared-trunk model reads, copied from `ref_model` once it is checked to be their π_ref."""
+    if ref_model is None:
+        raise UserError(
+            f"the value model at {where} reads π_ref's own first {head_config.shared_layers} layers and holds only "
+            "its head: load it with ValueModel.from_pretrained(folder, ref_model=<π_ref>)"
+        )
+    trunk.check_trunk(ref_model, head_config.shared_layers, head_config.trunk_fingerprint, where)
+    return truncated_backbone(ref_model, head_config.shared_layers, share=True)
 
 
 def lm_head_weights(source: PreTrainedModel, head: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,7 +58,9 @@ def test_cpu_smoke_runs_every_part(tmp_path):
     for name in ("decode-llama8b", "decode-smollm2"):
         rows = parts[name]["rows"]
         assert [(r["batch"], r["run"]) for r in rows] == [
-            (b, run) for b in (2, 1) for run in ("plain", "hf_generate", "guided_vtype", "guided_qtype")
+            (b, run)
+            for b in (2, 1)
+            for run in ("plain", "hf_generate", "guided_vtype", "guided_qtype", "guided_shared_trunk")
         ]
         assert all(r["ms_per_token"] > 0 and r["over_plain"] > 0 and "error" not in r for r in rows)
         assert parts[name]["config"]["dtype"] == "bfloat16"

@@ -346,9 +346,10 @@ def test_resuming_under_another_config_is_refused(tmp_path, ref_folder, data_fol
 
 
 def test_a_frozen_backbone_stays_as_copied_while_the_head_learns(tmp_path, ref_folder, data_folder):
-    frozen = config(tmp_path / "frozen", ref_folder, data_folder, backbone_lr_scale=0.0)
+    # with a layer of its own (extra_layers), a frozen backbone is saved with the model (test_shared_trunk.py: without)
+    frozen = config(tmp_path / "frozen", ref_folder, data_folder, backbone_lr_scale=0.0, extra_layers=1)
     run_train(frozen, progress=False)
-    trained = config(tmp_path / "trained", ref_folder, data_folder)
+    trained = config(tmp_path / "trained", ref_folder, data_folder, extra_layers=1)
     run_train(trained, progress=False)
 
     def step(run: TrainConfig, n: int, part: str) -> dict[str, torch.Tensor]:  # part: model or value_head

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.value_model import ValueModel, layer_index
+from qsharp_ext.value_model import ValueModel, layer_index, tokenizer_digest
 from tests.engine.conftest import WORDS, make_causal_lm, make_tokenizer
 
 
@@ -141,6 +141,19 @@ def test_loading_with_another_tokenizer_is_one_clear_sentence(tokenizer, tmp_pat
         ValueModel.from_pretrained(tmp_path / "vm", tokenizer=other)
     with pytest.raises(UserError, match="not a saved value model"):
         ValueModel.from_pretrained(tmp_path / "missing")
+
+
+def test_tokenizer_digest_is_kept_per_tokenizer_until_its_vocabulary_grows(monkeypatch):
+    tokenizer = make_tokenizer()
+    first = tokenizer_digest(tokenizer)
+    calls = []
+    real = type(tokenizer).get_vocab
+    monkeypatch.setattr(type(tokenizer), "get_vocab", lambda self: calls.append(1) or real(self))
+    assert tokenizer_digest(tokenizer) == first and not calls  # kept: not hashed again
+    tokenizer.add_tokens(["brand_new_word"])
+    grown = tokenizer_digest(tokenizer)
+    assert calls and grown != first  # a new token is a new vocabulary
+    assert tokenizer_digest(make_tokenizer()) == first  # another object with the same vocabulary: same digest
 
 
 def test_bad_head_config_is_a_clear_error(tokenizer):
