@@ -32,7 +32,7 @@ from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
 from qsharp_ext.generate import GenerationOutput, guided_generate
-from qsharp_ext.io import atomic_write_text, markdown_table, write_json
+from qsharp_ext.io import atomic_write_text, check_output_folder, markdown_table, write_json
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.metrics import within_group_roc_auc
 from qsharp_ext.plots import accuracy_kl_plot
@@ -225,6 +225,7 @@ def _methods(cfg: EvaluateConfig) -> list[tuple[str, float | None]]:
 
 def check_config(cfg: EvaluateConfig) -> None:
     """One clear sentence for a config that cannot work, before any model loads or any file is written."""
+    check_output_folder(cfg.out)
     check_scale_options(cfg)
     check_sampling_options(cfg, cfg.max_new_tokens)
     check_etas(cfg.etas)

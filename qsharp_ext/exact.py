@@ -29,7 +29,7 @@ from qsharp_ext import distributions, kernels
 from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
-from qsharp_ext.io import atomic_write_text, markdown_table, write_json
+from qsharp_ext.io import atomic_write_text, check_output_folder, markdown_table, write_json
 from qsharp_ext.plots import accuracy_kl_plot
 
 
@@ -57,6 +57,7 @@ class ExactDemoConfig:
 
 
 def check_config(cfg: ExactDemoConfig) -> None:
+    check_output_folder(cfg.out)
     if cfg.vocab_size < 2 or cfg.horizon < 1 or cfg.modulus < 1:
         raise UserError("vocab_size must be >= 2, horizon >= 1 and modulus >= 1")
     if cfg.vocab_size**cfg.horizon > 2_000_000:

@@ -11,7 +11,7 @@ from qsharp_ext.decode_options import SamplingOptions, check_sampling_options
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
 from qsharp_ext.generate import guided_generate
-from qsharp_ext.io import atomic_write_text
+from qsharp_ext.io import atomic_write_text, check_output_file
 from qsharp_ext.loading import load_reference, load_value_model
 
 
@@ -54,6 +54,7 @@ def read_prompts(cfg: GenerateConfig) -> list[str]:
 
 def check_config(cfg: GenerateConfig) -> None:
     """One clear sentence for a config that cannot work, before any model loads."""
+    check_output_file(cfg.out)
     check_sampling_options(cfg, cfg.max_new_tokens)
     check_etas(cfg.etas)
     if cfg.num_samples < 1:

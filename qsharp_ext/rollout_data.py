@@ -3,14 +3,17 @@
 A round's folder holds `shard-00000.parquet`, `shard-00001.parquet`, ... and `manifest.json`, which lists
 the finished shards (name and row count) and the settings that produced them. A shard is written to a
 temporary file and renamed, then recorded in the manifest (also rewritten atomically), so a crash leaves
-either a finished shard or none. It knows the format only; what goes in a sample is decided by rollouts.py.
+either a finished shard or none. A setting that names a folder of the same run is stored relative to the
+data folder ("../../ref_model", `folder_relative`), so the run folder can be moved or copied and resumed. It
+knows the format only; what goes in a sample is decided by rollouts.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import Any
 
 import pyarrow as pa
@@ -108,16 +111,37 @@ def read_rollouts(folders: list[Path]) -> list[Rollout]:
     return rollouts
 
 
+RELATIVE = ("./", "../")  # how a setting relative to the data folder starts (`folder_relative`)
+
+
+def folder_relative(path: Path, folder: Path) -> str:
+    """`path` as a setting relative to the data folder `folder`: "../../ref_model", "./x"."""
+    relative = PurePath(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    return relative if relative.startswith(RELATIVE) else f"./{relative}"
+
+
+def _places(settings: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`settings` with each folder-relative path as the absolute path it names from `folder` (where the folder is
+    now), as settings were stored before they could be relative: old manifests still compare equal."""
+    base = Path(folder).resolve()
+    return {
+        key: str((base / value).resolve()) if isinstance(value, str) and value.startswith(RELATIVE) else value
+        for key, value in settings.items()
+    }
+
+
 def check_settings(folder: Path, settings: dict[str, Any]) -> None:
     """Refuse `settings` (one clear sentence naming what changed) when the folder's shards came from others.
 
-    Compared as JSON, as they are stored, so that a tuple and the list it was saved as are the same setting.
+    Compared as JSON, as they are stored, so that a tuple and the list it was saved as are the same setting, and
+    with paths relative to the folder resolved from where it is now.
     """
     settings = json.loads(json.dumps(settings))
     manifest = read_manifest(folder)
     recorded = manifest["settings"]
-    if not manifest["shards"] or recorded is None or recorded == settings:
+    if not manifest["shards"] or recorded is None or _places(recorded, folder) == _places(settings, folder):
         return
+    recorded, settings = _places(recorded, folder), _places(settings, folder)
     changed = sorted(k for k in recorded.keys() | settings.keys() if recorded.get(k) != settings.get(k))
     diffs = "; ".join(f"{k}: {recorded.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
     raise UserError(f"the folder {folder} was collected with other settings ({diffs}); use a new folder")

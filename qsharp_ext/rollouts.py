@@ -30,10 +30,12 @@ from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
 from qsharp_ext.generate import guided_generate
+from qsharp_ext.io import check_output_folder
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.rollout_data import (
     Rollout,
     check_settings,
+    folder_relative,
     read_manifest,
     read_rollouts,
     record_settings,
@@ -74,6 +76,7 @@ class CollectConfig(ScaleOptions, DecodeOptions):
 
 def check_config(cfg: CollectConfig) -> None:
     """One clear sentence for a config that cannot work, before any model loads or any file is written."""
+    check_output_folder(cfg.out)
     check_scale_options(cfg)
     check_sampling_options(cfg, cfg.max_new_tokens)
     for name in ("round", "samples_per_prompt", "prompts_per_shard"):
@@ -95,11 +98,13 @@ def sample_seed_and_switch(seed: int, round: int, prompt_id: str, sample: int, m
     return noise_seed, switch
 
 
-def _model_name(name: str | None) -> str | None:
-    """A local folder as an absolute path (the same folder from any working directory); hub ids as given."""
+def _model_name(name: str | None, folder: Path, run_folder: Path) -> str | None:
+    """A local folder as an absolute path (the same folder from any working directory), or relative to the data
+    `folder` when it lies in `run_folder` (the run can then be moved or copied); hub ids as given."""
     if name is None or not Path(name).expanduser().exists():
         return name
-    return str(Path(name).expanduser().resolve())
+    path = Path(name).expanduser().resolve()
+    return folder_relative(path, folder) if path.is_relative_to(Path(run_folder).resolve()) else str(path)
 
 
 def _problems_digest(problems: list[Problem]) -> str:
@@ -107,15 +112,19 @@ def _problems_digest(problems: list[Problem]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def collect_settings(cfg: CollectConfig, task: Task, problems: list[Problem]) -> dict[str, Any]:
-    """Everything that decides the data (not the device or the progress bar), stored in the manifest."""
+def collect_settings(
+    cfg: CollectConfig, task: Task, problems: list[Problem], run_folder: Path | None = None
+) -> dict[str, Any]:
+    """Everything that decides the data (not the device or the progress bar), stored in the manifest. Models in
+    `run_folder` (default: the data folder) are named relative to the data folder."""
+    run_folder = cfg.out if run_folder is None else run_folder
     return {
         "task": task.name,
         "task_settings": task.settings(),
         "problems": len(problems),
         "problems_digest": _problems_digest(problems),
-        "ref_model": _model_name(cfg.ref_model),
-        "value_model": _model_name(cfg.value_model),
+        "ref_model": _model_name(cfg.ref_model, cfg.out, run_folder),
+        "value_model": _model_name(cfg.value_model, cfg.out, run_folder),
         "round": cfg.round,
         "samples_per_prompt": cfg.samples_per_prompt,
         "eta": cfg.eta if cfg.value_model is not None else None,
@@ -233,11 +242,14 @@ def run_collect(
     task: Task | None = None,
     progress: bool = True,
     reference: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    run_folder: Path | None = None,
 ) -> Path:
     """Collect (or finish collecting) the round into `cfg.out`; returns the folder. Finished shards are kept.
 
     `reference` is π_ref and its tokenizer already in memory (`train_value_model`): then cfg.ref_model is only
-    its name (recorded with the data), and the work runs in this process, on π_ref's device.
+    its name (recorded with the data), and the work runs in this process, on π_ref's device. `run_folder` is the
+    folder of the whole run that cfg.out lies in (the pipeline's): the models in it are recorded relative to
+    cfg.out, so the run folder can be moved or copied and resumed.
     """
     check_config(cfg)
     if reference is not None and (cfg.backend != "local" or cfg.vllm):
@@ -245,7 +257,7 @@ def run_collect(
     task = task if task is not None else build_task(cfg)
     problems = _training_problems(cfg, task)
     shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
-    out, settings = Path(cfg.out), collect_settings(cfg, task, problems)
+    out, settings = Path(cfg.out), collect_settings(cfg, task, problems, run_folder)
     check_settings(out, settings)
     todo = [i for i in range(len(shards)) if shard_name(i) not in read_manifest(out)["shards"]]
     if not todo:

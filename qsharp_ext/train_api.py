@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from qsharp_ext import rollouts, training
 from qsharp_ext.errors import UserError
 from qsharp_ext.hub import model_fingerprint
+from qsharp_ext.io import check_output_folder
 from qsharp_ext.prompts import prompt_texts
 from qsharp_ext.rewards import check_reward
 from qsharp_ext.rollouts import CollectConfig, run_collect
@@ -180,10 +181,8 @@ def check_reference(ref_model: Any, tokenizer: Any) -> None:
 
 @contextlib.contextmanager
 def run_folder(out: str | Path | None) -> Iterator[Path]:
-    """`out` (refused when it is a file), or a temporary folder removed afterwards."""
+    """`out` (checked by `check_output_folder` beforehand), or a temporary folder removed afterwards."""
     if out is not None:
-        if Path(out).exists() and not Path(out).is_dir():
-            raise UserError(f"out {out} is a file; give a folder for the run")
         yield Path(out)
         return
     with tempfile.TemporaryDirectory(prefix="qsharp-ext-train-") as tmp:
@@ -234,11 +233,14 @@ def train_value_model(
         raise UserError(f"rounds must be an integer of at least 1, got {rounds!r}")
     if out is not None and not isinstance(out, str | os.PathLike):
         raise UserError(f"out must be a folder (a str or a Path), not {out!r}")
+    if out is not None:
+        check_output_folder(out)
     device, dtype = next(ref_model.parameters()).device, next(ref_model.parameters()).dtype
     name = getattr(ref_model, "name_or_path", "") or type(ref_model).__name__
     collect = dict(samples_per_prompt=samples_per_prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                    top_p=top_p, top_k=top_k, eta=eta)  # fmt: skip
-    stages = Stages(Path(out or "."), f"{name} (weights {model_fingerprint(ref_model)})", str(device),
+    root = Path(out) if out is not None else Path(tempfile.gettempdir())  # where run_folder will put it
+    stages = Stages(root, f"{name} (weights {model_fingerprint(ref_model)})", str(device),
                     DTYPE_NAMES.get(dtype, "float32"), seed, collect, train_options)  # fmt: skip
     first = stages.train_config(1)  # every setting checked here, before any work
     stages.collect_config(1)
@@ -248,7 +250,9 @@ def train_value_model(
     with run_folder(out) as folder:
         stages = dataclasses.replace(stages, folder=folder)
         for k in range(1, rounds + 1):
-            data = run_collect(stages.collect_config(k), task=task, progress=progress, reference=reference)
+            data = run_collect(
+                stages.collect_config(k), task=task, progress=progress, reference=reference, run_folder=folder
+            )
             metrics = run_train(stages.train_config(k), progress=progress, task=task, reference=reference)
             if progress:
                 where = {} if out is not None else {"model": "memory"}

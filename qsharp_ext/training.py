@@ -47,7 +47,7 @@ from qsharp_ext.config import check_field_types, from_recorded
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
 from qsharp_ext.hub import model_fingerprint
-from qsharp_ext.io import atomic_write_text, write_json
+from qsharp_ext.io import atomic_write_text, check_output_folder, write_json
 from qsharp_ext.loading import (
     DtypeName,
     load_reference,
@@ -69,6 +69,8 @@ Schedule = Literal["cosine", "constant"]
 STATE_FILE = "trainer_state.pt"
 # Fields that may change when a run is resumed: they do not change what the steps already taken computed.
 RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
+# Fields that name files: unchanged when they lie in the same place relative to `out` (a moved run folder).
+PATH_FIELDS = ("data", "ref_model", "init_value_model", "value_model_base")
 # Fields added after checkpoints were written, with the value those checkpoints were trained with.
 INTRODUCED = {
     "backbone_lr_scale": 1.0,
@@ -182,6 +184,7 @@ class TrainConfig:
 def check_config(cfg: TrainConfig) -> None:
     """One clear sentence for a config that cannot work, before anything is loaded (the types and choices of
     its fields were checked when it was made)."""
+    check_output_folder(cfg.out)
     if not cfg.data:
         raise UserError("no roll-out data: give one or more folders with --data")
     if not cfg.ref_model:
@@ -660,10 +663,30 @@ def save_checkpoint(
         shutil.rmtree(checkpoint_path(cfg.out, old))
 
 
+def same_setting(name: str, saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether the recorded config `saved` holds the same `name` as `current` (both config_dict's): equal, or a
+    path (PATH_FIELDS) in the same place relative to each one's `out`, so that a run folder moved or copied with
+    the data and models in it (the pipeline's) resumes."""
+    if saved.get(name) == current[name]:
+        return True
+    if name not in PATH_FIELDS or "out" not in saved:
+        return False
+    return _same_place(saved[name], saved["out"], current[name], current["out"])
+
+
+def _same_place(saved: Any, saved_out: str, current: Any, current_out: str) -> bool:
+    if isinstance(saved, list) and isinstance(current, list):
+        pairs = zip(saved, current, strict=False)
+        return len(saved) == len(current) and all(_same_place(s, saved_out, c, current_out) for s, c in pairs)
+    if not (isinstance(saved, str) and isinstance(current, str) and os.path.exists(current)):
+        return False  # a hub id, or None, is the same only when equal
+    return os.path.relpath(saved, saved_out) == os.path.relpath(current, current_out)
+
+
 def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
     """Refuse to continue a checkpoint under a config or data it was not trained with."""
-    saved = INTRODUCED | json.loads(state["config"])
-    changed = [k for k, v in config_dict(cfg).items() if k not in RESUMABLE_FIELDS and saved.get(k) != v]
+    saved, current = INTRODUCED | json.loads(state["config"]), config_dict(cfg)
+    changed = [k for k in current if k not in RESUMABLE_FIELDS and not same_setting(k, saved, current)]
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} → {config_dict(cfg)[k]!r}" for k in changed)
         raise UserError(f"{where} was trained with another config ({diffs}); use a new --out folder")
@@ -756,9 +779,11 @@ def finished_summary(cfg: TrainConfig) -> dict[str, Any] | None:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    ignore = ("out", "device")
-    same = all(summary["config"].get(k) == v for k, v in config_dict(cfg).items() if k not in ignore)
-    return summary if same else None
+    current = config_dict(cfg)
+    if not all(same_setting(k, summary["config"], current) for k in current if k not in ("out", "device")):
+        return None
+    summary["metrics"]["model"] = str(cfg.out / "model")  # where it is now, should the folder have moved
+    return summary
 
 
 def mean_train_loss(records: list[dict[str, Any]]) -> float | None:

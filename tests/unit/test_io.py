@@ -1,11 +1,21 @@
-"""Atomic writes leave the old file intact on failure; run folders refuse other settings."""
+"""Atomic writes leave the old file intact on failure and give the user's umask's mode; output locations are
+checked in one sentence; run folders refuse other settings."""
 
 import math
+import os
 
 import pytest
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.io import atomic_write_text, markdown_table, record_run_settings, write_json
+from qsharp_ext.io import (
+    atomic_write_text,
+    check_output_file,
+    check_output_folder,
+    make_temp_folder,
+    markdown_table,
+    record_run_settings,
+    write_json,
+)
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
@@ -23,6 +33,65 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         write_json(path, {"bad": math.nan})  # NaN is not JSON: refused, old file kept
     assert path.read_text().strip().endswith("}") and '"ok": 1' in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002])
+def test_written_files_and_temp_folders_get_the_umasks_mode(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = tmp_path / "r.json"
+        write_json(path, {"ok": 1})  # a new file
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+        path.chmod(0o600)
+        atomic_write_text(path, "two")  # a replaced one: as a new file, not 0600 (tempfile.mkstemp's)
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+        folder = make_temp_folder(tmp_path, "model")
+        assert folder.parent == tmp_path and folder.name.startswith(".model.") and folder.is_dir()
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    finally:
+        os.umask(previous)
+
+
+def test_an_output_folder_is_not_a_file_nor_inside_one(tmp_path):
+    check_output_folder(tmp_path / "new" / "deeper")  # made when needed
+    check_output_folder(tmp_path)  # an existing folder
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match=r"^out .*f is a file, not a folder"):
+        check_output_folder(tmp_path / "f")
+    with pytest.raises(UserError, match=r"^data .*f/sub cannot be created: .*f is a file, not a folder$"):
+        check_output_folder(tmp_path / "f" / "sub", "data")
+
+
+def test_an_output_file_is_not_a_folder_nor_inside_a_file(tmp_path):
+    check_output_file(tmp_path / "new" / "c.jsonl")
+    (tmp_path / "f").write_text("x")
+    check_output_file(tmp_path / "f")  # replaced
+    with pytest.raises(UserError, match=r"is a folder: give the path of the file to write"):
+        check_output_file(tmp_path)
+    with pytest.raises(UserError, match=r"cannot be created: .*f is a file, not a folder"):
+        check_output_file(tmp_path / "f" / "c.jsonl")
+
+
+def test_the_nearest_existing_folder_must_be_writable(tmp_path, monkeypatch):
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != str(tmp_path) and access(path, mode))
+    for check, name in ((check_output_folder, "run"), (check_output_file, "c.jsonl")):
+        with pytest.raises(UserError, match=f"cannot be written: no permission to write in {tmp_path}$"):
+            check(tmp_path / "a" / "b" / name)
+    (tmp_path / "mine").mkdir()
+    check_output_folder(tmp_path / "mine" / "run")  # the nearest existing folder is writable
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(UserError, match="no permission to write in"):
+            check_output_folder(locked / "sub")
+    finally:
+        locked.chmod(0o755)
 
 
 def test_markdown_table():

@@ -21,6 +21,14 @@ def test_prepared_folder_is_reused_without_reconverting(tmp_path, monkeypatch):
     assert models.prepare_smollm2(tmp_path) == tmp_path
 
 
+def test_a_folder_holding_other_files_is_refused_before_any_conversion_and_kept(tmp_path, monkeypatch):
+    (tmp_path / "thesis.tex").write_text("keep me")  # the prepared folder would replace it, files and all
+    monkeypatch.setattr(models, "smollm2_gguf_path", lambda: pytest.fail("must not convert"))
+    with pytest.raises(UserError, match="holds other files and no prepared model"):
+        models.prepare_smollm2(tmp_path)
+    assert (tmp_path / "thesis.tex").read_text() == "keep me"
+
+
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("QSHARP_EXT_CACHE", str(tmp_path))
     assert models.cache_root() == tmp_path
