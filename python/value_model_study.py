@@ -39,14 +39,14 @@ from safetensors import safe_open
 
 from qsharp_ext import metrics as M
 from qsharp_ext.config import from_recorded
-from qsharp_ext.decode_options import build_task, decode_fields
+from qsharp_ext.decode_options import decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, load_prompt_rewards, paired_gain, run_evaluate
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import resolve_device
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
 from qsharp_ext.plots import save_figure
-from qsharp_ext.tasks import Task
+from qsharp_ext.tasks import Task, build_task
 from qsharp_ext.training import TrainConfig, finished_run, predict_targets, run_train, score_held_out, target_prefixes
 
 
@@ -96,7 +96,7 @@ def load_run(run: Path) -> PipelineConfig:
 def open_run(run: Path) -> tuple[PipelineConfig, Task, str]:
     """A run's config, its task and π_ref's folder, built once for every stage of a study."""
     cfg = load_run(run)
-    task = build_task(cfg)
+    task = build_task(cfg.task, cfg.task_options)
     return cfg, task, prepare_reference(cfg, task)
 
 

@@ -1,7 +1,9 @@
-"""What collect, evaluate and pipeline share: the task and how π_ref (guided or not) is decoded.
+"""What collect, evaluate and pipeline share: the task's name and options and how π_ref (guided or not) is
+decoded.
 
 `SamplingOptions` (top-k, temperature, top-p, seed, device, dtype) is also `generate`'s base;
-`DecodeOptions` adds the task and the completion length.
+`DecodeOptions` adds the task and the completion length. The task is only named here: the stages build it
+(`qsharp_ext.tasks.build_task`), so decoding settings never import the tasks.
 
 A keyword-only base dataclass, like `scale.options.ScaleOptions`: each command's own required fields keep
 their places, config.py's YAML / flag machinery sees plain fields, and the pipeline hands its decoding
@@ -11,13 +13,15 @@ settings to every stage with `decode_fields(cfg)` instead of copying them one by
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
-from qsharp_ext.config import base_fields, parse_key_values
+from qsharp_ext.config import base_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.loading import DtypeName, resolve_dtype
 from qsharp_ext.sampling_settings import Sampling
-from qsharp_ext.tasks import Task, TaskName, make_task
+
+TaskName = Literal["first_token", "arithmetic", "gsm8k", "stargraph"]
+"""The keys of `qsharp_ext.tasks.TASKS` (tests/unit/test_config_types.py checks it): `--help` lists them."""
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -66,8 +70,3 @@ def check_sampling_options(opts: SamplingOptions, max_new_tokens: int) -> None:
 def decode_fields(opts: DecodeOptions) -> dict[str, Any]:
     """The shared fields of `opts` as keyword arguments for another command's config."""
     return base_fields(opts, DecodeOptions)
-
-
-def build_task(opts: DecodeOptions) -> Task:
-    """The task `opts` names, built with its options."""
-    return make_task(opts.task, **parse_key_values(opts.task_options, "task option"))

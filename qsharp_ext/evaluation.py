@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from qsharp_ext.config import check_field_types
-from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_options
+from qsharp_ext.decode_options import DecodeOptions, check_sampling_options
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
 from qsharp_ext.generate import GenerationOutput, guided_generate
@@ -39,6 +39,7 @@ from qsharp_ext.plots import accuracy_kl_plot
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
+from qsharp_ext.tasks import build_task
 from qsharp_ext.unit_store import UnitStore
 from qsharp_ext.value_model import ValueModel
 
@@ -288,7 +289,7 @@ class BatchSampler:
 def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[dict]:
     """Sample every method on the evaluation prompts, write the report, return its rows."""
     check_config(cfg)
-    task = task or build_task(cfg)
+    task = task or build_task(cfg.task, cfg.task_options)
     problems = task.eval_problems()[: cfg.max_prompts]
     if not problems:
         raise UserError(f"task {task.name} has no evaluation prompts")

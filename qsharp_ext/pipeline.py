@@ -28,14 +28,14 @@ import torch
 
 from qsharp_ext import evaluation, rollouts, training
 from qsharp_ext.config import check_field_types
-from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
+from qsharp_ext.decode_options import DecodeOptions, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
 from qsharp_ext.io import check_output_folder, record_run_settings
 from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
 from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
-from qsharp_ext.tasks import Task
+from qsharp_ext.tasks import Task, build_task
 from qsharp_ext.training import TrainConfig, run_train
 from qsharp_ext.value_model import HeadInit, Parameterization
 
@@ -246,7 +246,7 @@ def run_pipeline(cfg: PipelineConfig, task: Task | None = None) -> list[dict]:
     """
     if task is not None and task.name != cfg.task:
         raise UserError(f"the given task is {task.name!r} but the config names {cfg.task!r}")
-    task = task or build_task(cfg)
+    task = task or build_task(cfg.task, cfg.task_options)
     check_config(cfg, task)
     check_run_folder(cfg, task)
     ref = prepare_reference(cfg, task)

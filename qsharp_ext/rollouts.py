@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.config import check_field_types
-from qsharp_ext.decode_options import DecodeOptions, build_task, check_sampling_options
+from qsharp_ext.decode_options import DecodeOptions, check_sampling_options
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
 from qsharp_ext.generate import guided_generate
@@ -45,7 +45,7 @@ from qsharp_ext.rollout_data import (
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
-from qsharp_ext.tasks import Problem, Task
+from qsharp_ext.tasks import Problem, Task, build_task
 from qsharp_ext.value_model import ValueModel
 
 
@@ -254,7 +254,7 @@ def run_collect(
     check_config(cfg)
     if reference is not None and (cfg.backend != "local" or cfg.vllm):
         raise UserError("π_ref given in memory is sampled in this process: use backend local without vllm")
-    task = task if task is not None else build_task(cfg)
+    task = task if task is not None else build_task(cfg.task, cfg.task_options)
     problems = _training_problems(cfg, task)
     shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
     out, settings = Path(cfg.out), collect_settings(cfg, task, problems, run_folder)

@@ -1,4 +1,5 @@
-"""Tasks by name: `make_task("first_token", n_train=64)`.
+"""Tasks by name: `make_task("first_token", n_train=64)`, or `build_task(name, ("n_train=64",))` from the
+command line's `--task-options`.
 
 A plain dict of task classes; options go to the class's constructor and unknown ones are refused clearly.
 """
@@ -6,8 +7,9 @@ A plain dict of task classes; options go to the class's constructor and unknown 
 from __future__ import annotations
 
 import inspect
-from typing import Literal
+from collections.abc import Sequence
 
+from qsharp_ext.config import parse_key_values
 from qsharp_ext.errors import UserError
 from qsharp_ext.tasks.arithmetic import ArithmeticTask
 from qsharp_ext.tasks.base import Problem, Task
@@ -21,7 +23,6 @@ TASKS: dict[str, type[Task]] = {
     "gsm8k": GSM8KTask,
     "stargraph": StarGraphTask,
 }
-TaskName = Literal["first_token", "arithmetic", "gsm8k", "stargraph"]  # the keys of TASKS: `--help` lists them
 
 __all__ = [
     "TASKS",
@@ -31,7 +32,7 @@ __all__ = [
     "Problem",
     "StarGraphTask",
     "Task",
-    "TaskName",
+    "build_task",
     "make_task",
 ]
 
@@ -48,3 +49,8 @@ def make_task(name: str, **options) -> Task:
             f"task {name} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}"
         )
     return task_cls(**options)
+
+
+def build_task(name: str, task_options: Sequence[str] = ()) -> Task:
+    """The task called `name`, built with its options given as KEY=VALUE (a config's `task_options`)."""
+    return make_task(name, **parse_key_values(task_options, "task option"))

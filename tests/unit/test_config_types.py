@@ -10,12 +10,13 @@ import pytest
 
 from qsharp_ext.cli import _commands, main
 from qsharp_ext.config import check_field_types
+from qsharp_ext.decode_options import TaskName
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig
 from qsharp_ext.generate_cli import GenerateConfig
 from qsharp_ext.pipeline import PipelineConfig
 from qsharp_ext.rollouts import CollectConfig
-from qsharp_ext.tasks import TASKS, TaskName
+from qsharp_ext.tasks import TASKS
 from qsharp_ext.training import TrainConfig, check_config
 
 

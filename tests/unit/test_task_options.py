@@ -1,13 +1,18 @@
-"""Task options from flags and YAML reach the task's constructor; bad ones are one clear sentence."""
+"""Task options from flags and YAML reach the task's constructor; bad ones are one clear sentence; the
+decoding settings name the task without importing the tasks."""
+
+import subprocess
+import sys
 
 import pytest
 
 from qsharp_ext.config import fields_to_flags, parse_config, parse_key_values
-from qsharp_ext.decode_options import DecodeOptions, build_task, decode_fields
+from qsharp_ext.decode_options import decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig
 from qsharp_ext.pipeline import PipelineConfig
 from qsharp_ext.rollouts import CollectConfig
+from qsharp_ext.tasks import build_task
 
 
 def test_values_are_json_when_they_parse_and_text_otherwise():
@@ -33,13 +38,13 @@ def test_yaml_task_options_build_the_task(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("task: arithmetic\ntask_options: {high: 20, n_eval: 300, n_train: 290, ops: ['+', '-']}\n")
     cfg = parse_config(PipelineConfig, ["--config", str(config)], "prog", "")
-    task = build_task(cfg)
+    task = build_task(cfg.task, cfg.task_options)
     assert (task.high, task.ops, len(task.eval_problems()), len(task.train_problems())) == (20, ("+", "-"), 300, 290)
 
 
 def test_an_unknown_task_option_names_the_known_ones():
     with pytest.raises(UserError, match=r"has no option.*colour.*its options: high"):
-        build_task(DecodeOptions(task="arithmetic", task_options=("colour=red",)))
+        build_task("arithmetic", ("colour=red",))
 
 
 @pytest.mark.parametrize("config_cls", [CollectConfig, EvaluateConfig])
@@ -48,4 +53,12 @@ def test_every_stage_takes_the_pipelines_decoding_settings(config_cls, tmp_path)
                               max_new_tokens=5, seed=3, device="cpu", dtype="float32")  # fmt: skip
     stage = config_cls(out=tmp_path, ref_model="m", **decode_fields(pipeline))
     assert decode_fields(stage) == decode_fields(pipeline)
-    assert build_task(stage).settings() == build_task(pipeline).settings()
+    stage_task, pipeline_task = (build_task(cfg.task, cfg.task_options) for cfg in (stage, pipeline))
+    assert stage_task.settings() == pipeline_task.settings()
+
+
+def test_the_decoding_settings_do_not_import_the_tasks():
+    """`generate` shares them and knows no task: only the stages build one."""
+    code = "import sys, qsharp_ext.decode_options\nprint('qsharp_ext.tasks' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
