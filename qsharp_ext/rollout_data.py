@@ -139,9 +139,11 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
     settings = json.loads(json.dumps(settings))
     manifest = read_manifest(folder)
     recorded = manifest["settings"]
-    if not manifest["shards"] or recorded is None or _places(recorded, folder) == _places(settings, folder):
+    if not manifest["shards"] or recorded is None:
         return
     recorded, settings = _places(recorded, folder), _places(settings, folder)
+    if recorded == settings:
+        return
     changed = sorted(k for k in recorded.keys() | settings.keys() if recorded.get(k) != settings.get(k))
     diffs = "; ".join(f"{k}: {recorded.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
     raise UserError(f"the folder {folder} was collected with other settings ({diffs}); use a new folder")

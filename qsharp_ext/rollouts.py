@@ -220,9 +220,9 @@ class ShardCollector:
     ) -> None:
         self.cfg, self.task, self.shards = cfg, task, shards
         self.ref, self.tokenizer = reference or load_reference(cfg.ref_model, cfg.device, cfg.dtype)
-        load = load_value_model  # a shared-trunk value model reads π_ref's layers
-        vm = load(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype, self.ref) if cfg.value_model else None
-        self.value_model = vm
+        self.value_model = None  # a shared-trunk value model reads π_ref's layers: it loads with π_ref
+        if cfg.value_model:
+            self.value_model = load_value_model(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype, self.ref)
         self.sampler = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
 
     def __call__(self, index: int) -> list[Rollout]:

@@ -13,6 +13,7 @@ It knows which weights a trunk is made of and how to read it from π_ref's outpu
 from __future__ import annotations
 
 import hashlib
+import re
 
 import torch
 from torch import nn
@@ -39,12 +40,21 @@ def final_norm(ref_model: PreTrainedModel) -> nn.Module:
     return norm
 
 
-def trunk_tensors(ref_model: PreTrainedModel, layers: int) -> dict[str, torch.Tensor]:
-    """The weights a value model sharing π_ref's first `layers` layers reads: embeddings, those layers, the norm."""
-    from qsharp_ext.value_model import layer_index  # value_model imports this module
+def layer_index(parameter_name: str) -> int | None:
+    """The layer a parameter belongs to (`layers.3.mlp…`, GPT-2's `h.3.attn…`), or None outside the layers."""
+    match = re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", parameter_name)
+    return int(match.group(1)) if match else None
 
-    state = ref_model.base_model.state_dict()
-    return {k: v for k, v in state.items() if layer_index(k) is None or layer_index(k) < layers}
+
+def in_first_layers(parameter_name: str, layers: int) -> bool:
+    """Whether a base model's parameter is read by its first `layers` layers (embeddings and norms always are)."""
+    index = layer_index(parameter_name)
+    return index is None or index < layers
+
+
+def trunk_tensors(ref_model: PreTrainedModel, layers: int) -> dict[str, torch.Tensor]:
+    """The weights of π_ref's first `layers` layers: embeddings, those layers, the final norm."""
+    return {k: v for k, v in ref_model.base_model.state_dict().items() if in_first_layers(k, layers)}
 
 
 def trunk_fingerprint(ref_model: PreTrainedModel, layers: int) -> str:

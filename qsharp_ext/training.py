@@ -945,8 +945,8 @@ def finished_run(out: Path) -> tuple[TrainConfig, ValueModel, list[Rollout]]:
         raise UserError(f"{out} holds no finished training run (summary.json and model/)")
     cfg = from_recorded(TrainConfig, json.loads(summary.read_text())["config"], out=Path(out))
     _, eval_set = prepare_data(cfg)
-    ref_model = layer_source(cfg)[0] if reads_reference(model_folder) else None
-    model = ValueModel.from_pretrained(model_folder, tokenizer=load_tokenizer(cfg.ref_model), ref_model=ref_model)
+    ref_model, tokenizer = layer_source(cfg) if reads_reference(model_folder) else (None, load_tokenizer(cfg.ref_model))
+    model = ValueModel.from_pretrained(model_folder, tokenizer=tokenizer, ref_model=ref_model)
     return cfg, model.to(resolve_device(cfg.device)), eval_set
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import weakref
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -114,7 +113,7 @@ def truncated_backbone(
         kinds = fields["layer_types"][:num_layers]
         fields["layer_types"] = kinds + kinds[-1:] * extra_layers
     config = base.config.__class__.from_dict(fields)
-    copied = {k: v for k, v in base.state_dict().items() if layer_index(k) is None or layer_index(k) < num_layers}
+    copied = trunk.trunk_tensors(ref_model, num_layers)
     if share:
         with torch.device("meta"):  # nothing allocated: every tensor is then π_ref's
             backbone = AutoModel.from_config(config)
@@ -126,16 +125,10 @@ def truncated_backbone(
         return backbone.eval()
     backbone = AutoModel.from_config(config)
     missing, _ = backbone.load_state_dict(copied, strict=False)
-    missing = [k for k in missing if layer_index(k) is None or layer_index(k) < num_layers]  # not an extra layer's
+    missing = [k for k in missing if trunk.in_first_layers(k, num_layers)]  # not an extra layer's
     if missing:
         raise RuntimeError(f"could not copy π_ref's first layers: missing {missing[:3]}")
     return backbone.to(dtype=next(base.parameters()).dtype)
-
-
-def layer_index(parameter_name: str) -> int | None:
-    """The layer a parameter belongs to (`layers.3.mlp…`, GPT-2's `h.3.attn…`), or None outside the layers."""
-    match = re.search(r"(?:^|\.)(?:layers|h)\.(\d+)\.", parameter_name)
-    return int(match.group(1)) if match else None
 
 
 class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsharp", "value-model"]):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.value_model import ValueModel, layer_index, tokenizer_digest
+from qsharp_ext.shared_trunk import layer_index
+from qsharp_ext.value_model import ValueModel, tokenizer_digest
 from tests.engine.conftest import WORDS, make_causal_lm, make_tokenizer
 
 
