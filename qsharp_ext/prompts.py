@@ -41,7 +41,8 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Any, attention
     if texts is not None:
         if attention_mask is not None:
             raise UserError("attention_mask goes with token ids, not with text or chat messages")
-        return [_non_empty(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+        return [_known_words(tokenizer, text, _non_empty(tokenizer(text, add_special_tokens=False)["input_ids"]))
+                for text in texts]  # fmt: skip
     return _unpadded(_id_rows(prompts), attention_mask, pad_id, check_ends=torch.is_tensor(prompts))
 
 
@@ -146,6 +147,20 @@ def _unpad(row: list[int], mask: list[int], index: int) -> list[int]:
     if kept and kept[-1] - kept[0] + 1 != len(kept):
         raise UserError(f"attention_mask row {index} has a gap: only left or right padding is supported")
     return _non_empty([row[i] for i in kept])
+
+
+def _known_words(tokenizer: PreTrainedTokenizerBase, text: str, ids: list[int]) -> list[int]:
+    """Refuse text that the tokenizer could only encode as padding: a word-level tokenizer (the synthetic tasks')
+    maps a word outside its vocabulary to <pad>, which would silently change the prompt. Real text never turns into
+    the pad token unless it spells it out."""
+    pad_id, pad = tokenizer.pad_token_id, tokenizer.pad_token
+    if pad_id is None or pad_id not in ids or (pad and pad in text):
+        return ids
+    words = [w for w in text.split() if tokenizer(w, add_special_tokens=False)["input_ids"] == [pad_id]]
+    unknown = ", ".join(repr(w) for w in words[:3]) or "a word"
+    raise UserError(
+        f"the prompt {text[:60]!r} holds {unknown}, which the tokenizer does not know (it would become {pad})"
+    )
 
 
 def _non_empty(ids: list[int]) -> list[int]:

@@ -5,6 +5,7 @@ import torch
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.prompts import prompt_token_ids
+from qsharp_ext.tasks import StarGraphTask
 from tests.engine.conftest import CONVERSATIONS, make_chat_tokenizer, make_tokenizer
 
 PROMPTS = ["w1 w2 w3 w4 w5", "w7", "w9 w10 w11"]
@@ -88,3 +89,16 @@ def test_a_pad_id_inside_an_unmasked_tensor_is_text(tok):
 def test_bad_prompts_are_one_sentence(tok, prompts, kwargs, message):
     with pytest.raises(UserError, match=message):
         prompt_token_ids(tok, prompts, **kwargs)
+
+
+def test_a_word_outside_a_word_level_vocabulary_is_refused_not_padded(tok):
+    with pytest.raises(
+        UserError, match=r"holds 'w99', 'zzz', which the tokenizer does not know \(it would become <pad>\)"
+    ):
+        prompt_token_ids(tok, ["w1 w2", "w1 w99 zzz w3"])
+    assert prompt_token_ids(tok, "w1 <pad> w2") == [[1, tok.pad_token_id, 2]]  # spelled out: the user's choice
+    task = StarGraphTask(degree=2, path_len=5, n_labels=50, n_pretrain=10, n_posttrain=10, n_test=10, seed=0)
+    prompt = task.eval_problems()[0].prompt
+    assert prompt_token_ids(task.tokenizer(), prompt)  # a star-graph prompt as the task writes it
+    with pytest.raises(UserError, match="'77'"):
+        prompt_token_ids(task.tokenizer(), prompt.replace(prompt.split()[0], "77", 1))
