@@ -2,7 +2,9 @@
 
 Per (method, η) row: pass@1 (mean reward over all samples) with its standard error clustered by prompt,
 maj@n (the reward of the most common answer per prompt, answers grouped by the task's equivalence),
-pass@n (any sample correct), best-of-n picked by the value model's predicted final reward (`bon_value`),
+pass@n (any sample correct), best-of-n picked by the value model's score of each finished answer (`bon_value`;
+`verifier_score` says how the values at its tokens are folded into one) and its gain over a random sample of
+the same row (`bon_gain`, paired SE `bon_gain_se`),
 the value model's ROC-AUC between right and wrong samples of the same prompt (`value_auc`: does it rank a
 prompt's answers, the thing guidance relies on, rather than only tell hard prompts from easy ones),
 the mean exact sequence KL(π‖π_ref) and tokens/s. One trained value model serves every η of its method.
@@ -41,11 +43,11 @@ from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
 from qsharp_ext.tasks import build_task
 from qsharp_ext.unit_store import UnitStore
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.verifier import ScoreRule, answer_score, token_values
 
 COLUMNS = [
-    "method", "eta", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "bon_value", "value_auc", "kl",
-    "tok_s",
+    "method", "eta", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "bon_value", "bon_gain",
+    "bon_gain_se", "value_auc", "kl", "tok_s",
 ]  # fmt: skip
 
 
@@ -70,6 +72,9 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
     """Samples per prompt (n of maj@n, pass@n and best-of-n)."""
     max_prompts: int | None = None
     """Evaluate on the first N evaluation prompts only."""
+    verifier_score: ScoreRule = "last"
+    """How best-of-n scores a finished answer from the value model's predicted final reward after each of its
+    tokens: `last` (once written), `mean` over its tokens, or `min` (see python/best_of_n.py for which ranks best)."""
     prompts_per_batch: int = 8
     """Prompts decoded together (each with num_samples rows). A batch draws its noise from the seed and its
     first prompt, so runs compare prompt by prompt only with the same seed and prompts_per_batch."""
@@ -104,29 +109,6 @@ def majority_reward(
     return rewards[best[0]]
 
 
-def final_values(value_model: ValueModel, sequences: list[list[int]], chunk: int = 64) -> torch.Tensor:
-    """The value model's predicted final reward for each whole sequence (prompt + completion)."""
-    return torch.cat([_final_values(value_model, sequences[i : i + chunk]) for i in range(0, len(sequences), chunk)])
-
-
-@torch.no_grad()
-def _final_values(value_model: ValueModel, sequences: list[list[int]]) -> torch.Tensor:
-    device = next(value_model.parameters()).device
-    width = max(map(len, sequences))
-    ids = torch.tensor([s + [0] * (width - len(s)) for s in sequences], device=device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-    head_out, _ = value_model(ids, attention_mask=mask)
-    last = (mask.sum(1) - 1).clamp_min(0)  # (N,)
-    rows = torch.arange(len(sequences), device=device)
-    if value_model.is_q_type:  # the output before the last token, for that token
-        out = head_out[rows, (last - 1).clamp_min(0)]
-        index = ids[rows, last]
-        out = out[torch.arange(len(rows)), index]
-    else:
-        out = head_out[rows, last]
-    return value_model.expected_reward(out).float().cpu()
-
-
 def score_samples(task, problems, prompt_ids, out: GenerationOutput, tokenizer) -> dict[str, list]:
     """Reward, answer and whole sequence of every generated row."""
     completions, texts = out.token_lists(), out.texts(tokenizer)
@@ -149,7 +131,14 @@ def paired_gain(per_prompt: torch.Tensor, ref_per_prompt: torch.Tensor) -> tuple
     return diff.mean().item(), standard_error(diff)
 
 
-SAMPLE_FIELDS = ("completion", "answer", "reward", "kl", "value")  # per sample in samples.jsonl, when known
+SAMPLE_FIELDS = (
+    "completion",
+    "answer",
+    "reward",
+    "kl",
+    "value",
+    "token_values",
+)  # per sample in samples.jsonl, when known
 
 
 def sample_records(method: str, eta: float | None, samples: dict[str, list], prompt_ids: list[str]) -> list[dict]:
@@ -184,7 +173,7 @@ def prompt_rewards(samples: dict[str, list], n_samples: int) -> torch.Tensor:
     return torch.tensor(samples["reward"], dtype=torch.float64).view(-1, n_samples)
 
 
-def summarize(method: str, eta: float | None, samples: dict[str, list], n_samples: int, verifier, equal, v_max) -> dict:
+def summarize(method: str, eta: float | None, samples: dict[str, list], n_samples: int, equal, v_max) -> dict:
     """One results row from all samples of one (method, η), rows grouped prompt by prompt."""
     rewards = prompt_rewards(samples, n_samples)  # (P, n)
     answers = [samples["answer"][i : i + n_samples] for i in range(0, len(samples["answer"]), n_samples)]
@@ -198,18 +187,20 @@ def summarize(method: str, eta: float | None, samples: dict[str, list], n_sample
         / len(answers),
         "pass@n": (rewards >= v_max).any(1).double().mean().item(),
         "bon_value": None,
+        "bon_gain": None,
+        "bon_gain_se": None,
         "value_auc": None,
         "kl": float(sum(samples["kl"]) / len(samples["kl"])),
         "tok_s": samples["tok_s"],
         "n_prompts": rewards.shape[0],
         "n_samples": n_samples,
     }
-    values = samples.get("value")  # computed where the samples were drawn, or here from `verifier`
-    if values is None and verifier is not None:
-        values = final_values(verifier, samples["sequence"]).tolist()
+    values = samples.get("value")  # the verifier's score of each sample, where there is a value model
     if values is not None:
-        values_t = torch.tensor(values).view(-1, n_samples)  # (P, n)
-        row["bon_value"] = rewards.gather(1, values_t.argmax(1, keepdim=True)).mean().item()
+        values_t = torch.tensor(values, dtype=torch.float64).view(-1, n_samples)  # (P, n)
+        best = rewards.gather(1, values_t.argmax(1, keepdim=True)).squeeze(1)  # (P,): the pick's reward
+        row["bon_value"] = best.mean().item()
+        row["bon_gain"], row["bon_gain_se"] = paired_gain(best, per_prompt)  # against a random sample
         prompt_of_sample = [i // n_samples for i in range(len(values))]
         row["value_auc"] = within_group_roc_auc(values, (rewards >= v_max).flatten(), prompt_of_sample)
     return row
@@ -281,8 +272,10 @@ class BatchSampler:
             )  # fmt: skip
         scored = score_samples(self.task, self.problems[batch], self.prompt_ids[batch], out, self.tokenizer)
         scored |= {"kl": out.kl.tolist(), "tokens": int(out.lengths.sum()), "seconds": time.perf_counter() - start}
-        if self.verifier is not None:  # best-of-n: the value model's predicted final reward of each sample
-            scored["value"] = final_values(self.verifier, scored["sequence"]).tolist()
+        if self.verifier is not None:  # best-of-n: the value model's score of each finished answer
+            prompt_lens = [len(self.prompt_ids[batch][i]) for i in out.prompt_index]
+            scored["token_values"] = token_values(self.verifier, scored["sequence"], prompt_lens)
+            scored["value"] = [answer_score(v, cfg.verifier_score) for v in scored["token_values"]]
         return scored
 
 
@@ -316,7 +309,7 @@ def run_evaluate(cfg: EvaluateConfig, task=None, progress: bool = True) -> list[
         parts = [results[(m, first)] for first in firsts]  # prompt order, whatever order they finished in
         samples = {key: [v for part in parts for v in part[key]] for key in parts[0] if isinstance(parts[0][key], list)}
         samples["tok_s"] = sum(p["tokens"] for p in parts) / sum(p["seconds"] for p in parts)
-        rows.append(summarize(method, eta, samples, cfg.num_samples, None, equal, task.v_max))
+        rows.append(summarize(method, eta, samples, cfg.num_samples, equal, task.v_max))
         per_prompt[m] = prompt_rewards(samples, cfg.num_samples).mean(1)
         records += sample_records(method, eta, samples, prompt_ids)
     if methods[0][0] == "pi_ref":

@@ -5,9 +5,7 @@ import math
 import pytest
 import torch
 
-from qsharp_ext.evaluation import final_values, majority_reward, paired_gain, standard_error, summarize
-from qsharp_ext.value_model import ValueModel
-from tests.engine.conftest import make_causal_lm, make_tokenizer
+from qsharp_ext.evaluation import majority_reward, paired_gain, standard_error, summarize
 
 
 def test_majority_reward_groups_equivalent_answers():
@@ -34,12 +32,18 @@ def test_summarize_rows():
         "kl": [0.5] * 6,
         "tok_s": 10.0,
     }
-    row = summarize("qsharp", 0.1, samples, 2, None, lambda a, b: a == b, 1.0)
+    row = summarize("qsharp", 0.1, samples, 2, lambda a, b: a == b, 1.0)
     assert row["pass@1"] == pytest.approx(0.5)
     assert row["pass@1_se"] == pytest.approx(torch.tensor([0.5, 0.0, 1.0]).std().item() / math.sqrt(3))
     assert row["pass@n"] == pytest.approx(2 / 3)
     assert row["maj@n"] == pytest.approx((1.0 + 0.0 + 1.0) / 3)  # tie in prompt 1: the first group wins
-    assert row["kl"] == 0.5 and row["bon_value"] is None and row["n_prompts"] == 3 and row["n_samples"] == 2
+    assert (
+        row["kl"] == 0.5
+        and row["bon_value"] is None
+        and row["bon_gain"] is None
+        and row["n_prompts"] == 3
+        and row["n_samples"] == 2
+    )
 
 
 def test_paired_gain_against_a_float64_reference():
@@ -55,24 +59,11 @@ def test_paired_gain_against_a_float64_reference():
     assert se < 0.25 * math.hypot(standard_error(guided), standard_error(ref))  # difficulty cancels in pairs
 
 
-@pytest.mark.parametrize("parameterization", ["v", "q"])
-def test_final_values_match_a_direct_forward(parameterization):
-    tokenizer = make_tokenizer()
-    vm = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer)), 1, parameterization=parameterization)
-    torch.nn.init.normal_(vm.head.weight)
-    sequences = [[1, 2, 3, 4], [5, 6], [7, 8, 9]]
-    got = final_values(vm, sequences, chunk=2)
-    for seq, value in zip(sequences, got):
-        out = vm(torch.tensor([seq]))[0][0]
-        head = out[-1] if parameterization == "v" else out[-2, seq[-1]]
-        torch.testing.assert_close(value, vm.expected_reward(head).float(), rtol=1e-5, atol=1e-6)
-
-
 def test_value_auc_ranks_the_samples_of_each_prompt_only():
     rewards = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # 3 prompts × 3 samples
     values = [0.9, 0.1, 0.95, 0.6, 0.8, 0.5, 0.99, 0.98, 0.97]  # prompt 3: hard, yet scored highest
     samples = {"reward": rewards, "answer": ["1"] * 9, "sequence": [[1]] * 9, "kl": [0.0] * 9, "tok_s": 1.0}
-    row = summarize("qsharp", 0.1, samples | {"value": values}, 3, None, lambda a, b: a == b, 1.0)
+    row = summarize("qsharp", 0.1, samples | {"value": values}, 3, lambda a, b: a == b, 1.0)
     wins = pairs = 0
     for p in range(3):  # brute force over the right–wrong pairs within each prompt
         for i in range(3 * p, 3 * p + 3):
@@ -82,4 +73,9 @@ def test_value_auc_ranks_the_samples_of_each_prompt_only():
                     wins += values[i] > values[j]
     assert row["value_auc"] == pytest.approx(wins / pairs) and wins / pairs == 0.75
     assert row["bon_value"] == pytest.approx((0.0 + 1.0 + 0.0) / 3)
-    assert summarize("pi_ref", None, samples, 3, None, lambda a, b: a == b, 1.0)["value_auc"] is None
+    picks, randoms = [0.0, 1.0, 0.0], [1 / 3, 2 / 3, 0.0]  # the pick's reward and a random sample's, per prompt
+    diffs = [p - r for p, r in zip(picks, randoms)]
+    mean = sum(diffs) / 3
+    assert row["bon_gain"] == pytest.approx(mean)
+    assert row["bon_gain_se"] == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2 / 3))
+    assert summarize("pi_ref", None, samples, 3, lambda a, b: a == b, 1.0)["value_auc"] is None
