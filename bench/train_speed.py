@@ -6,7 +6,7 @@ Writes DIR/train_speed.json and DIR/train_speed.md. Synthetic roll-outs of `--le
 prompt, the rest completion, switch step uniform over the completion) train a value model made from the
 first 2 layers of a random 4-layer Llama. Both methods run the same training step (forward, backward,
 AdamW) on the same trajectories:
-- one pass: each trajectory once; every prefix from its switch step on is a target (training.py);
+- one pass: each trajectory once; every prefix from its switch step on is a target (train_batches.py);
 - per prefix: each target prefix is its own sequence, scored at its last position, batched and padded.
 The Markdown reports target positions trained per second, forward tokens per target (unpadded), and the
 measured speed-up. Times are medians over a few steps on this machine: compare ratios across machines.
@@ -27,7 +27,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import resolve_device
 from qsharp_ext.rollout_data import Rollout
-from qsharp_ext.training import TrainConfig, collate, make_optimizer, train_step
+from qsharp_ext.train_batches import collate
+from qsharp_ext.training import TrainConfig, make_optimizer, train_step
 from qsharp_ext.value_model import ValueModel
 
 VOCAB = 512

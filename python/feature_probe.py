@@ -31,7 +31,7 @@ from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import load_reference
 from qsharp_ext.rollout_data import Rollout, read_rollouts
 from qsharp_ext.scoring import cache_kwarg
-from qsharp_ext.training import split_by_prompt
+from qsharp_ext.train_batches import split_by_prompt
 
 
 @dataclasses.dataclass

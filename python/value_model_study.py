@@ -42,12 +42,14 @@ from qsharp_ext.config import from_recorded
 from qsharp_ext.decode_options import decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, load_prompt_rewards, paired_gain, run_evaluate
+from qsharp_ext.finished_runs import finished_run, score_held_out
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.loading import resolve_device
 from qsharp_ext.pipeline import PipelineConfig, prepare_reference, train_config
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Task, build_task
-from qsharp_ext.training import TrainConfig, finished_run, predict_targets, run_train, score_held_out, target_prefixes
+from qsharp_ext.train_batches import target_prefixes
+from qsharp_ext.training import TrainConfig, predict_targets, run_train
 
 
 @dataclasses.dataclass

@@ -48,7 +48,8 @@ def _collect(cfg) -> None:
 
 
 def _train(cfg) -> None:
-    from qsharp_ext.training import run_train, summary_line
+    from qsharp_ext.train_report import summary_line
+    from qsharp_ext.training import run_train
 
     print(summary_line(run_train(cfg)))
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from qsharp_ext import evaluation, rollouts, training
+from qsharp_ext import evaluation, rollouts, train_checkpoints, train_report, training
 from qsharp_ext.config import check_field_types
 from qsharp_ext.decode_options import DecodeOptions, decode_fields
 from qsharp_ext.errors import UserError
@@ -120,7 +120,7 @@ def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
     with other ones."""
     settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
     ignore = ("out", "device", *PLACEMENT_FIELDS)
-    introduced = {"vllm": False, **training.INTRODUCED}  # settings added later, as older runs had them
+    introduced = {"vllm": False, **train_checkpoints.INTRODUCED}  # settings added later, as older runs had them
     record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore, introduced=introduced)
 
 
@@ -224,10 +224,10 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     print(f"round {k}/{cfg.rounds}: collect")
     print(f"  {rollouts.summary_line(run_collect(collect_config(cfg, ref, k), task=task, run_folder=cfg.out))}")
     print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
-    print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
+    print(f"  {train_report.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
     if cfg.train_cd:
         print(f"round {k}/{cfg.rounds}: train CD (mean head)")
-        print(f"  {training.summary_line(run_train(train_config(cfg, ref, k, 'mean'), task=task))}")
+        print(f"  {train_report.summary_line(run_train(train_config(cfg, ref, k, 'mean'), task=task))}")
     if not (cfg.evaluate_every_round or k == cfg.rounds):
         return None
     results = folder / "eval" / "results.json"

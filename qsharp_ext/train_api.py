@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from qsharp_ext import rollouts, training
+from qsharp_ext import rollouts, train_report, training
 from qsharp_ext.errors import UserError
 from qsharp_ext.hub import model_fingerprint
 from qsharp_ext.io import check_output_folder
@@ -257,6 +257,6 @@ def train_value_model(
             if progress:
                 where = {} if out is not None else {"model": "memory"}
                 print(f"round {k}/{rounds}: {rollouts.summary_line(data)}")
-                print(f"round {k}/{rounds}: {training.summary_line(metrics | where)}")
+                print(f"round {k}/{rounds}: {train_report.summary_line(metrics | where)}")
         model = ValueModel.from_pretrained(stages.model(rounds), tokenizer=tokenizer, dtype=dtype, ref_model=ref_model)
     return model.to(device)

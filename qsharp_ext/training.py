@@ -1,4 +1,4 @@
-"""Value-model training: supervised learning of the final-reward distribution Z from roll-outs.
+"""Value-model training: the loop that fits the final-reward distribution Z to roll-outs by supervised learning.
 
 Every roll-out (prompt, completion, switch step h, final reward r) labels every prefix prompt +
 completion[:j], j ≥ h, with r ("prefix extension"). All of them are scored by ONE forward pass over the
@@ -7,9 +7,11 @@ position t scores the prefix extended by the token at t + 1. The loss is the hea
 or MSE) averaged over every target position of the batch.
 
 The loop: AdamW, linear warm-up then cosine (or constant) learning rate, gradient clipping, optional bf16
-autocast; a data order that is a pure function of (seed, step), so that a run resumed from a checkpoint
-ends with exactly the weights of an uninterrupted one; held-out evaluation on whole prompts (loss, ROC-AUC,
-calibration, accuracy); checkpoints written to a temporary folder and renamed, the last two kept.
+autocast; held-out evaluation on whole prompts (loss, ROC-AUC, calibration, accuracy); a checkpoint every
+save_every steps, so that a run resumed from one ends with exactly the weights of an uninterrupted one.
+This module is the loop and its config; the ideas it leans on live beside it: where the targets sit and in
+which order batches come (train_batches.py), checkpoints and exact resume (train_checkpoints.py), the summary
+line and the training curve (train_report.py).
 
 It knows how roll-outs look on disk (rollout_data.py) and what a value model computes (value_model.py);
 it knows nothing of how roll-outs are collected or how the trained model guides decoding.
@@ -26,24 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
-import os
-import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext import distributions as D
 from qsharp_ext import metrics as M
-from qsharp_ext.config import check_field_types, from_recorded
+from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
 from qsharp_ext.hub import model_fingerprint
@@ -53,34 +50,45 @@ from qsharp_ext.loading import (
     load_reference,
     load_tokenizer,
     load_value_base,
-    resolve_device,
     resolve_dtype,
 )
-from qsharp_ext.plots import save_figure
 from qsharp_ext.rollout_data import Rollout, read_manifest, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
 from qsharp_ext.tasks.base import Task
-from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel, reads_reference
+from qsharp_ext.train_batches import (
+    Batch,
+    FutureTargets,
+    batch_indices,
+    check_rollouts,
+    collate,
+    count_targets,
+    data_digest,
+    outputs_at_targets,
+    prompt_groups,
+    sequence_hidden,
+    split_by_prompt,
+    target_outputs,
+    target_prefixes,
+)
+from qsharp_ext.train_checkpoints import (
+    STATE_FILE,
+    check_resumable,
+    checkpoint_path,
+    checkpoint_steps,
+    config_dict,
+    finished_summary,
+    load_records,
+    log_record,
+    restore,
+    save_checkpoint,
+    save_model,
+)
+from qsharp_ext.train_report import mean_train_loss, training_curve
+from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel
 
 Fit = Literal["likelihood", "mse"]
 FutureTargetsSource = Literal["rollout", "task"]
 Schedule = Literal["cosine", "constant"]
-
-STATE_FILE = "trainer_state.pt"
-# Fields that may change when a run is resumed: they do not change what the steps already taken computed.
-RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
-# Fields that name files: unchanged when they lie in the same place relative to `out` (a moved run folder).
-PATH_FIELDS = ("data", "ref_model", "init_value_model", "value_model_base")
-# Fields added after checkpoints were written, with the value those checkpoints were trained with.
-INTRODUCED = {
-    "backbone_lr_scale": 1.0,
-    "head_init": "fresh",
-    "future_tokens": 0,
-    "future_weight": 1.0,
-    "group_by_prompt": False,
-    "future_targets": "rollout",
-    "extra_layers": 0,
-}
 
 
 @dataclasses.dataclass
@@ -215,211 +223,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
 
 
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as JSON values (paths as strings, tuples as lists)."""
-    as_json = {"out": str(cfg.out), "data": [str(p) for p in cfg.data]}
-    return {**dataclasses.asdict(cfg), **as_json}
-
-
-# ------------------------------------------------------------------------------------------------ data
-
-
-def check_rollouts(rollouts: list[Rollout], cfg: TrainConfig) -> None:
-    """Rewards inside the head's support and switch steps inside the completion, naming the first offender."""
-    for r in rollouts:
-        where = f"prompt {r.prompt_id!r} sample {r.sample_index} (round {r.round})"
-        if not cfg.v_min <= r.reward <= cfg.v_max:
-            raise UserError(
-                f"reward {r.reward} of {where} is outside the value head's support [{cfg.v_min}, {cfg.v_max}]; "
-                "set v_min / v_max (histogram or mean head) to cover every reward"
-            )
-        if not 0 <= r.switch <= len(r.completion_ids):
-            n = len(r.completion_ids)
-            raise UserError(f"switch step {r.switch} of {where} is outside its {n}-token completion")
-
-
-def target_positions(prompt_len: int, completion_len: int, switch: int, q_type: bool, prefix_extension: bool) -> range:
-    """Positions whose head output scores a target prefix prompt + completion[:j], j ≥ switch.
-
-    V-type: position t scores the prefix ending with token t, so j = switch … len(completion) sit at
-    prompt_len - 1 + switch … prompt_len + completion_len - 1. Q-type: position t scores the prefix
-    extended by token t + 1, so the last position is never a target. A prefix with no token (empty prompt,
-    switch 0) has no position and is skipped.
-    """
-    first = max(prompt_len - 1 + switch, 0)
-    last = prompt_len + completion_len - (2 if q_type else 1)
-    if not prefix_extension:
-        last = min(last, first)
-    return range(first, last + 1)
-
-
-def rollout_targets(rollout: Rollout, q_type: bool, prefix_extension: bool) -> range:
-    """The target positions of one trajectory in its prompt + completion sequence."""
-    args = (len(rollout.prompt_ids), len(rollout.completion_ids), rollout.switch)
-    return target_positions(*args, q_type, prefix_extension)
-
-
-def count_targets(rollout: Rollout, cfg: TrainConfig) -> int:
-    return len(rollout_targets(rollout, cfg.parameterization == "q", cfg.prefix_extension))
-
-
-def target_prefixes(rollouts: list[Rollout], q_type: bool, prefix_extension: bool) -> tuple[list, list]:
-    """Two keys per target, in `collate`'s order: (prompt, completion step) and (prompt, the prefix itself).
-
-    The within-prompt ROC-AUC compares targets that share the first key, leaving out pairs that share the
-    second (identical prefixes, which no value model can tell apart).
-    """
-    steps, prefixes = [], []
-    for r in rollouts:
-        for position in rollout_targets(r, q_type, prefix_extension):
-            step = position + (2 if q_type else 1) - len(r.prompt_ids)  # completion tokens in the scored prefix
-            steps.append((r.prompt_id, step))
-            prefixes.append((r.prompt_id, tuple(r.completion_ids[:step])))
-    return steps, prefixes
-
-
-@dataclasses.dataclass
-class Batch:
-    """Right-padded sequences and where their targets are: N target positions over B sequences."""
-
-    input_ids: torch.Tensor  # (B, T) prompt + completion, right-padded
-    attention_mask: torch.Tensor  # (B, T) 1 on real tokens
-    rows: torch.Tensor  # (N,) sequence of each target
-    cols: torch.Tensor  # (N,) position whose hidden state scores the target
-    next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
-    rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
-    future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
-
-    def to(self, device: torch.device) -> Batch:
-        fields = (getattr(self, f.name) for f in dataclasses.fields(self))
-        return Batch(*(x.to(device) if x is not None else None for x in fields))
-
-
-FutureTargets = Callable[[list[int], list[int], int], list[list[int]] | None]  # Task.future_targets
-
-
-def collate(
-    rollouts: list[Rollout],
-    q_type: bool,
-    prefix_extension: bool,
-    pad_id: int = 0,
-    future_targets: FutureTargets | None = None,
-    k: int = 0,
-) -> Batch:
-    """One batch: every sequence once, every target position listed (and a task's future-token targets)."""
-    seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
-    rows, cols, rewards = [], [], []
-    for i, (r, seq) in enumerate(zip(rollouts, seqs, strict=True)):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-        positions = rollout_targets(r, q_type, prefix_extension)
-        rows += [i] * len(positions)
-        cols += positions
-        rewards += [r.reward] * len(positions)
-    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)  # (N,)
-    next_ids = input_ids[rows_t, (cols_t + 1).clamp(max=width - 1)]  # (N,); unused by V-type
-    future_ids = None
-    if future_targets is not None:
-        future_ids = torch.full((len(seqs), width, k), -100, dtype=torch.long)  # (B, T, K)
-        for i, r in enumerate(rollouts):
-            targets = future_targets(r.prompt_ids, r.completion_ids, k)
-            future_ids[i, : len(targets)] = torch.tensor(targets, dtype=torch.long).view(-1, k)
-    rewards_t = torch.tensor(rewards, dtype=torch.float32)
-    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids)
-
-
-def _prompt_hash(prompt_id: str) -> str:
-    return hashlib.sha256(prompt_id.encode()).hexdigest()
-
-
-def split_by_prompt(rollouts: list[Rollout], eval_fraction: float) -> tuple[list[Rollout], list[Rollout]]:
-    """(train, held out): the round(eval_fraction · #prompts) prompts whose ids hash lowest are held out.
-
-    At least one prompt is held out when eval_fraction > 0, and at least one is kept for training, so
-    data with a single prompt has no held-out set. The split depends on the prompt ids only.
-    """
-    prompts = sorted({r.prompt_id for r in rollouts}, key=_prompt_hash)
-    n_eval = max(round(eval_fraction * len(prompts)), 1) if eval_fraction > 0 else 0
-    held_out = set(prompts[: min(n_eval, len(prompts) - 1)])
-    return [r for r in rollouts if r.prompt_id not in held_out], [r for r in rollouts if r.prompt_id in held_out]
-
-
-def data_digest(rollouts: list[Rollout]) -> str:
-    """A hash of which trajectories the run trains on, to refuse resuming on different data."""
-    keys = [(r.prompt_id, r.sample_index, r.round, r.seed, r.reward) for r in rollouts]
-    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=4)
-def epoch_order(seed: int, epoch: int, n: int, groups: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """The seeded permutation of the n training trajectories used in `epoch`.
-
-    With `groups` (a group id per trajectory) the groups are permuted instead, and each group's
-    trajectories follow one another in data order.
-    """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    if groups is None:
-        return tuple(torch.randperm(n, generator=generator).tolist())
-    members: dict[int, list[int]] = {}
-    for i, group in enumerate(groups):
-        members.setdefault(group, []).append(i)
-    blocks = list(members.values())
-    return tuple(i for b in torch.randperm(len(blocks), generator=generator).tolist() for i in blocks[b])
-
-
-def batch_indices(step: int, batch_size: int, n: int, seed: int, groups: tuple[int, ...] | None = None) -> list[int]:
-    """Trajectories of the batch at 0-based `step`: positions step·B … step·B + B − 1 of the epoch stream."""
-    positions = range(step * batch_size, (step + 1) * batch_size)
-    return [epoch_order(seed, p // n, n, groups)[p % n] for p in positions]
-
-
-def prompt_groups(rollouts: list[Rollout]) -> tuple[int, ...]:
-    """A group id per trajectory: the same for every trajectory of one prompt."""
-    ids: dict[str, int] = {}
-    return tuple(ids.setdefault(r.prompt_id, len(ids)) for r in rollouts)
-
-
 # ----------------------------------------------------------------------------------------------- model
-
-
-def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """A Q-type head's outputs for one token per row, without forming all V of them.
-
-    Shapes: `hidden` (N, H), `tokens` (N,) → (N,) or (N, n). The head's output rows are laid out as
-    (vocabulary, outputs per token), as in ValueModel.head_outputs.
-    """
-    per_token = model.head_config.outputs_per_token
-    weight = model.head.weight.view(-1, per_token, hidden.shape[-1])[tokens]  # (N, n, H)
-    bias = model.head.bias.view(-1, per_token)[tokens]  # (N, n)
-    out = (torch.einsum("nkh,nh->nk", weight, hidden) + bias).float()  # (N, n)
-    return out.squeeze(-1) if per_token == 1 else out
-
-
-def sequence_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """The backbone's hidden states of the batch's sequences, one pass per sequence: (B, T, H)."""
-    return model.backbone(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
-    ).last_hidden_state
-
-
-def target_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """The backbone's hidden state at every target of the batch: (N, H)."""
-    return sequence_hidden(model, batch)[batch.rows, batch.cols]
-
-
-def outputs_at_targets(model: ValueModel, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Head outputs from the targets' hidden states (N, H): (N,) or (N, n)."""
-    if model.is_q_type:
-        return q_outputs_for_tokens(model, hidden, batch.next_ids)
-    return model.head_outputs(hidden)
-
-
-def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
-    return outputs_at_targets(model, target_hidden(model, batch), batch)
 
 
 def calibrate_bias(model: ValueModel, batch: Batch) -> None:
@@ -540,6 +344,9 @@ def train_step(
     return record
 
 
+# --------------------------------------------------------------------------------- held-out evaluation
+
+
 HELD_OUT_METRICS = ("eval_loss", "constant_loss", "roc_auc", "within_prompt_auc", "ece", "accuracy")
 
 
@@ -602,112 +409,6 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
     }
 
 
-# ----------------------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the finished checkpoints in `out`/checkpoints, oldest first."""
-    folder = out / "checkpoints"
-    if not folder.is_dir():
-        return []
-    names = (p.name for p in folder.iterdir() if (p / STATE_FILE).is_file())
-    return sorted(int(n.removeprefix("step-")) for n in names if n.startswith("step-") and n[5:].isdigit())
-
-
-def checkpoint_path(out: Path, step: int) -> Path:
-    return out / "checkpoints" / f"step-{step}"
-
-
-def replace_folder(tmp: Path, final: Path) -> None:
-    """Put the finished folder `tmp` at `final` by renames, so `final` is never half-written."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def save_model(model: ValueModel, tokenizer: PreTrainedTokenizerBase, final: Path, state: dict | None = None) -> None:
-    """A value model folder (plus trainer_state.pt when `state` is given), written aside and renamed."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer)
-    if state is not None:
-        torch.save(state, tmp / STATE_FILE)
-    replace_folder(tmp, final)
-
-
-def trainer_state(step: int, optimizer, scheduler, cfg: TrainConfig, digest: str, heads=None) -> dict[str, Any]:
-    """What a resumed run needs beyond the saved value model; the future-token heads live only here."""
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {
-        "step": step,
-        "future_heads": heads.state_dict() if heads is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": cuda_rng,
-        "config": json.dumps(config_dict(cfg)),
-        "data_digest": digest,
-    }
-
-
-def save_checkpoint(
-    model, tokenizer, step: int, optimizer, scheduler, cfg: TrainConfig, digest: str, heads=None
-) -> None:
-    """checkpoints/step-N (atomic), then drop all but the last two."""
-    state = trainer_state(step, optimizer, scheduler, cfg, digest, heads)
-    save_model(model, tokenizer, checkpoint_path(cfg.out, step), state)
-    for old in checkpoint_steps(cfg.out)[:-2]:
-        shutil.rmtree(checkpoint_path(cfg.out, old))
-
-
-def same_setting(name: str, saved: dict[str, Any], current: dict[str, Any]) -> bool:
-    """Whether the recorded config `saved` holds the same `name` as `current` (both config_dict's): equal, or a
-    path (PATH_FIELDS) in the same place relative to each one's `out`, so that a run folder moved or copied with
-    the data and models in it (the pipeline's) resumes."""
-    if saved.get(name) == current[name]:
-        return True
-    if name not in PATH_FIELDS or "out" not in saved:
-        return False
-    return _same_place(saved[name], saved["out"], current[name], current["out"])
-
-
-def _same_place(saved: Any, saved_out: str, current: Any, current_out: str) -> bool:
-    if isinstance(saved, list) and isinstance(current, list):
-        pairs = zip(saved, current, strict=False)
-        return len(saved) == len(current) and all(_same_place(s, saved_out, c, current_out) for s, c in pairs)
-    if not (isinstance(saved, str) and isinstance(current, str) and os.path.exists(current)):
-        return False  # a hub id, or None, is the same only when equal
-    return os.path.relpath(saved, saved_out) == os.path.relpath(current, current_out)
-
-
-def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
-    """Refuse to continue a checkpoint under a config or data it was not trained with."""
-    saved, current = INTRODUCED | json.loads(state["config"]), config_dict(cfg)
-    changed = [k for k in current if k not in RESUMABLE_FIELDS and not same_setting(k, saved, current)]
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} → {config_dict(cfg)[k]!r}" for k in changed)
-        raise UserError(f"{where} was trained with another config ({diffs}); use a new --out folder")
-    if state["data_digest"] != digest:
-        raise UserError(f"the roll-out data changed since {where} was written; use a new --out folder")
-    if state["step"] > cfg.steps:
-        raise UserError(f"{where} is already past steps={cfg.steps}; raise --steps or use a new --out folder")
-
-
-def restore(optimizer, scheduler, state: dict[str, Any], heads=None) -> int:
-    """Future-token heads, optimizer, scheduler and RNG as they were at the checkpoint; returns its step."""
-    if heads is not None:
-        heads.load_state_dict(state["future_heads"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state["step"]
-
-
 # ------------------------------------------------------------------------------------------------- run
 
 
@@ -753,44 +454,6 @@ def initial_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, ref_mode
     if mismatch:
         raise UserError(f"the value model at {cfg.init_value_model} has {', '.join(mismatch)}")
     return model
-
-
-def load_records(path: Path, upto: int) -> list[dict[str, Any]]:
-    """The metrics.jsonl records up to step `upto` (later ones belong to steps that will be redone)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-        if record.get("step", upto + 1) <= upto:
-            records.append(record)
-    return records
-
-
-def finished_summary(cfg: TrainConfig) -> dict[str, Any] | None:
-    """The summary of a finished run in cfg.out with the same config (out and device aside), else None."""
-    path = cfg.out / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    current = config_dict(cfg)
-    if not all(same_setting(k, summary["config"], current) for k in current if k not in ("out", "device")):
-        return None
-    summary["metrics"]["model"] = str(cfg.out / "model")  # where it is now, should the folder have moved
-    return summary
-
-
-def mean_train_loss(records: list[dict[str, Any]]) -> float | None:
-    """Mean train loss over the steps since the evaluation before the last record."""
-    previous_eval = max((i for i, r in enumerate(records[:-1]) if "eval_loss" in r), default=-1)
-    losses = [r["train_loss"] for r in records[previous_eval + 1 :] if "train_loss" in r]
-    return sum(losses) / len(losses) if losses else None
 
 
 def prepare_data(cfg: TrainConfig) -> tuple[list[Rollout], list[Rollout]]:
@@ -936,91 +599,3 @@ def run_train(
         write_json(cfg.out / "summary.json", {"config": config_dict(cfg), "metrics": final, "seconds": seconds})
     dp.wait()  # the run folder is complete when any process returns
     return final
-
-
-def finished_run(out: Path) -> tuple[TrainConfig, ValueModel, list[Rollout]]:
-    """A finished run's config (from its summary.json), its saved value model and its held-out trajectories."""
-    summary, model_folder = Path(out) / "summary.json", Path(out) / "model"
-    if not (summary.is_file() and model_folder.is_dir()):
-        raise UserError(f"{out} holds no finished training run (summary.json and model/)")
-    cfg = from_recorded(TrainConfig, json.loads(summary.read_text())["config"], out=Path(out))
-    _, eval_set = prepare_data(cfg)
-    ref_model, tokenizer = layer_source(cfg) if reads_reference(model_folder) else (None, load_tokenizer(cfg.ref_model))
-    model = ValueModel.from_pretrained(model_folder, tokenizer=tokenizer, ref_model=ref_model)
-    return cfg, model.to(resolve_device(cfg.device)), eval_set
-
-
-def score_held_out(out: Path) -> dict[str, Any]:
-    """The held-out metrics of a finished run's saved model, recomputed on its held-out prompts.
-
-    For runs whose summary predates a metric (such as `within_prompt_auc`): nothing is trained or written.
-    """
-    cfg, model, eval_set = finished_run(out)
-    return evaluate(model, eval_set, cfg, next(model.parameters()).device)
-
-
-def log_record(path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """Append one line to metrics.jsonl (a line cut short by a crash is skipped when resuming)."""
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    return record
-
-
-def summary_line(metrics: dict[str, Any]) -> str:
-    """One line for the end of a run: held-out quality and where the model is."""
-
-    def fmt(key: str) -> str:
-        value = metrics.get(key)
-        return "n/a" if value is None else f"{value:.3f}"
-
-    held_out = (
-        f"held-out loss {fmt('eval_loss')} (constant {fmt('constant_loss')}), ROC-AUC {fmt('roc_auc')} "
-        f"(within prompts {fmt('within_prompt_auc')}), ECE {fmt('ece')}, accuracy {fmt('accuracy')} "
-        f"({metrics['eval_trajectories']} trajectories, {metrics['eval_positions']} positions)"
-        if metrics.get("eval_trajectories")
-        else "no held-out prompts"
-    )
-    line = (
-        f"{metrics['step']} steps on {metrics['train_trajectories']} trajectories, train loss {fmt('train_loss')}; "
-        f"{held_out}; value model in {metrics['model']}"
-    )
-    if no_better_than_constant(metrics):
-        line += (
-            "\nwarning: the held-out loss is no lower than a constant prediction's: the value model predicts the "
-            "rewards of new prompts no better than their mean (memorised training prompts? more distinct prompts help)"
-        )
-    return line
-
-
-def no_better_than_constant(metrics: dict[str, Any]) -> bool:
-    """Held-out loss at or above the best constant prediction's (False when either is unknown)."""
-    loss, constant = metrics.get("eval_loss"), metrics.get("constant_loss")
-    return loss is not None and constant is not None and loss >= constant
-
-
-# ----------------------------------------------------------------------------------------------- plots
-
-
-def training_curve(records: list[dict[str, Any]], path: Path) -> None:
-    """Train and held-out loss (left) and held-out ROC-AUC, pooled and within prompts (right), written atomically."""
-    train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
-    held = [r for r in records if r.get("eval_loss") is not None]
-    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 4))
-    if train:
-        ax_loss.plot(*zip(*train, strict=True), color="tab:blue", alpha=0.5, linewidth=1, label="train (per step)")
-    if held:
-        steps, losses = [r["step"] for r in held], [r["eval_loss"] for r in held]
-        ax_loss.plot(steps, losses, "o-", color="tab:orange", label="held out")
-    aucs = (("roc_auc", "pooled", "tab:green"), ("within_prompt_auc", "within prompts", "tab:purple"))
-    for key, label, color in aucs:
-        points = [(r["step"], r[key]) for r in held if r.get(key) is not None]
-        if points:
-            ax_auc.plot(*zip(*points, strict=True), "o-", color=color, label=label)
-    ax_auc.axhline(0.5, color="gray", linestyle="--", linewidth=1)
-    ax_loss.set(xlabel="step", ylabel="loss", title="Value-model loss")
-    ax_auc.set(xlabel="step", ylabel="ROC-AUC", title="Held-out ROC-AUC", ylim=(0.0, 1.02))
-    for ax in (ax_loss, ax_auc):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    save_figure(fig, path, dpi=110)

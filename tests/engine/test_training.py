@@ -9,10 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qsharp_ext import training
+from qsharp_ext import finished_runs, train_batches, train_checkpoints, training
 from qsharp_ext.errors import UserError
 from qsharp_ext.rollout_data import Rollout, write_shard
-from qsharp_ext.training import TrainConfig, batch_loss, collate, run_train, summary_line, target_positions
+from qsharp_ext.tasks.base import Task
+from qsharp_ext.train_batches import collate, target_positions, target_prefixes
+from qsharp_ext.train_report import summary_line
+from qsharp_ext.training import TrainConfig, batch_loss, run_train
 from qsharp_ext.value_model import ValueModel
 from tests.engine.conftest import make_causal_lm, make_tokenizer
 
@@ -185,30 +188,30 @@ def test_summary_warns_when_the_held_out_loss_is_no_better_than_a_constant():
 def test_target_prefix_keys_follow_collate_order():
     a = Rollout("p", 0, 1, None, 0, [1, 2, 3], [4, 5, 6, 7], 1, 1.0)
     b = Rollout("q", 0, 1, None, 0, [1, 2], [8, 9], 0, 0.0)
-    steps, prefixes = training.target_prefixes([a, b], q_type=False, prefix_extension=True)
+    steps, prefixes = target_prefixes([a, b], q_type=False, prefix_extension=True)
     assert steps == [("p", 1), ("p", 2), ("p", 3), ("p", 4), ("q", 0), ("q", 1), ("q", 2)]
     assert prefixes[:2] == [("p", (4,)), ("p", (4, 5))] and prefixes[4:] == [("q", ()), ("q", (8,)), ("q", (8, 9))]
     assert len(steps) == collate([a, b], q_type=False, prefix_extension=True).rewards.numel()
-    steps, prefixes = training.target_prefixes([a], q_type=True, prefix_extension=True)  # position t scores token t + 1
+    steps, prefixes = target_prefixes([a], q_type=True, prefix_extension=True)  # position t scores token t + 1
     assert steps == [("p", 2), ("p", 3), ("p", 4)] and prefixes[0] == ("p", (4, 5))
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch():
     n, batch = 10, 4
-    stream = [i for step in range(5) for i in training.batch_indices(step, batch, n, seed=3)]
+    stream = [i for step in range(5) for i in train_batches.batch_indices(step, batch, n, seed=3)]
     assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
     assert stream[:10] != stream[10:20]
-    assert training.batch_indices(3, batch, n, seed=3) == stream[12:16]
-    assert training.batch_indices(0, batch, n, seed=4) != stream[:4]
+    assert train_batches.batch_indices(3, batch, n, seed=3) == stream[12:16]
+    assert train_batches.batch_indices(0, batch, n, seed=4) != stream[:4]
 
 
 def test_split_keeps_each_prompt_on_one_side():
     rollouts = synthetic_rollouts(20, 3)
-    train, held_out = training.split_by_prompt(rollouts, 0.25)
+    train, held_out = train_batches.split_by_prompt(rollouts, 0.25)
     assert len({r.prompt_id for r in held_out}) == 5 and len(held_out) == 15
     assert not {r.prompt_id for r in train} & {r.prompt_id for r in held_out}
-    assert training.split_by_prompt(list(reversed(rollouts)), 0.25)[1] == list(reversed(held_out))
-    assert training.split_by_prompt(rollouts, 0.0) == (rollouts, [])
+    assert train_batches.split_by_prompt(list(reversed(rollouts)), 0.25)[1] == list(reversed(held_out))
+    assert train_batches.split_by_prompt(rollouts, 0.0) == (rollouts, [])
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -232,7 +235,7 @@ def test_training_learns_and_writes_the_run_folder(tmp_path, ref_folder, data_fo
     ValueModel.from_pretrained(run / "model", tokenizer=tokenizer)  # a loadable value model
     assert "ROC-AUC" in summary_line(metrics) and "warning" not in summary_line(metrics)
     assert metrics["eval_loss"] < 0.5 * metrics["constant_loss"], metrics  # it learned what carries over
-    rescored = training.score_held_out(cfg.out)  # the saved model, read back, scores the same held-out prompts
+    rescored = finished_runs.score_held_out(cfg.out)  # the saved model, read back, scores the same held-out prompts
     assert rescored == pytest.approx({k: metrics[k] for k in rescored}, abs=1e-6)
 
     def must_not_train(*args, **kwargs):
@@ -277,13 +280,13 @@ def test_crash_and_resume_with_a_cosine_schedule(tmp_path, ref_folder, data_fold
     straight = config(tmp_path / "straight", ref_folder, data_folder, save_every=15)
     run_train(straight, progress=False)
     crashed = config(tmp_path / "crashed", ref_folder, data_folder, save_every=15)
-    real_save = training.save_checkpoint
+    real_save = train_checkpoints.save_checkpoint
 
     def save_then_crash(*args):
         real_save(*args)
         raise KeyboardInterrupt  # after the step-15 checkpoint, with steps 16.. never taken
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)  # the name run_train calls
     with pytest.raises(KeyboardInterrupt):
         run_train(crashed, progress=False)
     monkeypatch.undo()
@@ -370,9 +373,9 @@ def test_calibrated_bias_matches_the_reward_rate_and_keeps_the_ranking(tokenizer
         vm.head.weight.mul_(40.0)  # logits spread over tens of nats, as a real LM head's are
         vm.head.bias.add_(30.0)  # and far above 0: as Bernoulli logits they say "always right"
     batch = collate(synthetic_rollouts(6, 4, seed=seed % 1000), True, True)
-    before = training.target_outputs(vm, batch).double()
+    before = train_batches.target_outputs(vm, batch).double()
     training.calibrate_bias(vm, batch)
-    after = training.target_outputs(vm, batch).double()
+    after = train_batches.target_outputs(vm, batch).double()
     shift = after - before
     assert torch.allclose(shift, shift[0].expand_as(shift), atol=1e-4)  # one constant: the ranking is kept
     assert abs(torch.sigmoid(after).mean().item() - batch.rewards.double().mean().item()) < 1e-4
@@ -407,7 +410,7 @@ def test_a_run_started_from_a_linear_scale_head_saves_that_start_and_unknown_sta
 def test_checkpoints_from_before_backbone_lr_scale_resume_as_scale_one(tmp_path, ref_folder, data_folder):
     cfg = config(tmp_path, ref_folder, data_folder, steps=10, save_every=10)
     run_train(cfg, progress=False)
-    state_file = cfg.out / "checkpoints" / "step-10" / training.STATE_FILE
+    state_file = cfg.out / "checkpoints" / "step-10" / train_checkpoints.STATE_FILE
     state = torch.load(state_file, weights_only=True)
     old_config = json.loads(state["config"])
     del old_config["backbone_lr_scale"]  # as written before the field existed
@@ -445,13 +448,13 @@ def test_future_token_heads_resume_exactly_after_a_crash(tmp_path, ref_folder, d
     straight = config(tmp_path / "straight", ref_folder, data_folder, save_every=15, future_tokens=2)
     run_train(straight, progress=False)
     crashed = config(tmp_path / "crashed", ref_folder, data_folder, save_every=15, future_tokens=2)
-    real_save = training.save_checkpoint
+    real_save = train_checkpoints.save_checkpoint
 
     def save_then_crash(*args):
         real_save(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_crash)  # the name run_train calls
     with pytest.raises(KeyboardInterrupt):
         run_train(crashed, progress=False)
     monkeypatch.undo()
@@ -461,12 +464,12 @@ def test_future_token_heads_resume_exactly_after_a_crash(tmp_path, ref_folder, d
 
 def test_grouped_batches_keep_each_prompt_together():
     rollouts = synthetic_rollouts(9, 3)
-    groups = training.prompt_groups(rollouts)
+    groups = train_batches.prompt_groups(rollouts)
     assert groups == tuple(i // 3 for i in range(27))
     for step in range(12):  # 9 groups of 3 in batches of 6: every batch holds two whole prompts
-        batch = training.batch_indices(step, 6, len(rollouts), seed=1, groups=groups)
+        batch = train_batches.batch_indices(step, 6, len(rollouts), seed=1, groups=groups)
         assert sorted(batch) == sorted(i for g in {groups[i] for i in batch} for i in range(3 * g, 3 * g + 3))
-    first_epoch = [i for step in range(9) for i in training.batch_indices(step, 3, 27, seed=1, groups=groups)]
+    first_epoch = [i for step in range(9) for i in train_batches.batch_indices(step, 3, 27, seed=1, groups=groups)]
     assert sorted(first_epoch) == list(range(27)) and first_epoch != list(range(27))
 
 
@@ -475,7 +478,7 @@ def test_grouped_training_runs(tmp_path, ref_folder, data_folder):
     assert metrics["step"] == 5
 
 
-class EchoTask(training.Task):
+class EchoTask(Task):
     """Future-token targets from the prompt alone: every position names the prompt's last token, k times."""
 
     def future_targets(self, prompt_ids, completion_ids, k):

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.finished_runs import score_held_out
 from qsharp_ext.pipeline import PipelineConfig, run_pipeline
-from qsharp_ext.training import score_held_out
 
 value_model_study = pytest.importorskip("value_model_study")  # python/ is on the path (conftest.py)
 

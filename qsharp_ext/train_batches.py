@@ -1,0 +1,241 @@
+"""Training targets and batches: which positions of a roll-out a value model learns from, in what order.
+
+Why it exists: the training loop, its held-out evaluation and the experiment programs must all agree on the
+same targets, the same held-out prompts and the same data order; this module is that one agreement.
+
+- Targets ("prefix extension"): a roll-out (prompt, completion, switch step h, final reward r) labels every
+  prefix prompt + completion[:j], j ≥ h, with r. A V-type head at position t scores the prefix ending with
+  token t, a Q-type head the prefix extended by token t + 1: `target_positions` turns that into positions of
+  one sequence, `collate` into a right-padded batch that lists every target, and the head-output helpers read
+  the value model at exactly those positions, from one backbone pass per sequence.
+- Splits and order: held-out prompts are chosen by a hash of their id; the data order is a seeded permutation
+  per epoch, a pure function of (seed, step), so that a resumed run sees the batches an uninterrupted one would.
+
+It knows roll-outs (rollout_data.py) and what a value model's head outputs (value_model.py); it knows nothing
+of optimizers, losses, checkpoints or run folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+
+from qsharp_ext.errors import UserError
+from qsharp_ext.rollout_data import Rollout
+from qsharp_ext.value_model import ValueModel
+
+if TYPE_CHECKING:  # annotations only: training.py imports this module
+    from qsharp_ext.training import TrainConfig
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def check_rollouts(rollouts: list[Rollout], cfg: TrainConfig) -> None:
+    """Rewards inside the head's support and switch steps inside the completion, naming the first offender."""
+    for r in rollouts:
+        where = f"prompt {r.prompt_id!r} sample {r.sample_index} (round {r.round})"
+        if not cfg.v_min <= r.reward <= cfg.v_max:
+            raise UserError(
+                f"reward {r.reward} of {where} is outside the value head's support [{cfg.v_min}, {cfg.v_max}]; "
+                "set v_min / v_max (histogram or mean head) to cover every reward"
+            )
+        if not 0 <= r.switch <= len(r.completion_ids):
+            n = len(r.completion_ids)
+            raise UserError(f"switch step {r.switch} of {where} is outside its {n}-token completion")
+
+
+def target_positions(prompt_len: int, completion_len: int, switch: int, q_type: bool, prefix_extension: bool) -> range:
+    """Positions whose head output scores a target prefix prompt + completion[:j], j ≥ switch.
+
+    V-type: position t scores the prefix ending with token t, so j = switch … len(completion) sit at
+    prompt_len - 1 + switch … prompt_len + completion_len - 1. Q-type: position t scores the prefix
+    extended by token t + 1, so the last position is never a target. A prefix with no token (empty prompt,
+    switch 0) has no position and is skipped.
+    """
+    first = max(prompt_len - 1 + switch, 0)
+    last = prompt_len + completion_len - (2 if q_type else 1)
+    if not prefix_extension:
+        last = min(last, first)
+    return range(first, last + 1)
+
+
+def rollout_targets(rollout: Rollout, q_type: bool, prefix_extension: bool) -> range:
+    """The target positions of one trajectory in its prompt + completion sequence."""
+    args = (len(rollout.prompt_ids), len(rollout.completion_ids), rollout.switch)
+    return target_positions(*args, q_type, prefix_extension)
+
+
+def count_targets(rollout: Rollout, cfg: TrainConfig) -> int:
+    return len(rollout_targets(rollout, cfg.parameterization == "q", cfg.prefix_extension))
+
+
+def target_prefixes(rollouts: list[Rollout], q_type: bool, prefix_extension: bool) -> tuple[list, list]:
+    """Two keys per target, in `collate`'s order: (prompt, completion step) and (prompt, the prefix itself).
+
+    The within-prompt ROC-AUC compares targets that share the first key, leaving out pairs that share the
+    second (identical prefixes, which no value model can tell apart).
+    """
+    steps, prefixes = [], []
+    for r in rollouts:
+        for position in rollout_targets(r, q_type, prefix_extension):
+            step = position + (2 if q_type else 1) - len(r.prompt_ids)  # completion tokens in the scored prefix
+            steps.append((r.prompt_id, step))
+            prefixes.append((r.prompt_id, tuple(r.completion_ids[:step])))
+    return steps, prefixes
+
+
+# --------------------------------------------------------------------------------------------- batches
+
+
+@dataclasses.dataclass
+class Batch:
+    """Right-padded sequences and where their targets are: N target positions over B sequences."""
+
+    input_ids: torch.Tensor  # (B, T) prompt + completion, right-padded
+    attention_mask: torch.Tensor  # (B, T) 1 on real tokens
+    rows: torch.Tensor  # (N,) sequence of each target
+    cols: torch.Tensor  # (N,) position whose hidden state scores the target
+    next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
+    rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
+    future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
+
+    def to(self, device: torch.device) -> Batch:
+        fields = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return Batch(*(x.to(device) if x is not None else None for x in fields))
+
+
+FutureTargets = Callable[[list[int], list[int], int], list[list[int]] | None]  # Task.future_targets
+
+
+def collate(
+    rollouts: list[Rollout],
+    q_type: bool,
+    prefix_extension: bool,
+    pad_id: int = 0,
+    future_targets: FutureTargets | None = None,
+    k: int = 0,
+) -> Batch:
+    """One batch: every sequence once, every target position listed (and a task's future-token targets)."""
+    seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
+    width = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    rows, cols, rewards = [], [], []
+    for i, (r, seq) in enumerate(zip(rollouts, seqs, strict=True)):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+        positions = rollout_targets(r, q_type, prefix_extension)
+        rows += [i] * len(positions)
+        cols += positions
+        rewards += [r.reward] * len(positions)
+    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)  # (N,)
+    next_ids = input_ids[rows_t, (cols_t + 1).clamp(max=width - 1)]  # (N,); unused by V-type
+    future_ids = None
+    if future_targets is not None:
+        future_ids = torch.full((len(seqs), width, k), -100, dtype=torch.long)  # (B, T, K)
+        for i, r in enumerate(rollouts):
+            targets = future_targets(r.prompt_ids, r.completion_ids, k)
+            future_ids[i, : len(targets)] = torch.tensor(targets, dtype=torch.long).view(-1, k)
+    rewards_t = torch.tensor(rewards, dtype=torch.float32)
+    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids)
+
+
+# ------------------------------------------------------------------------------------- split and order
+
+
+def _prompt_hash(prompt_id: str) -> str:
+    return hashlib.sha256(prompt_id.encode()).hexdigest()
+
+
+def split_by_prompt(rollouts: list[Rollout], eval_fraction: float) -> tuple[list[Rollout], list[Rollout]]:
+    """(train, held out): the round(eval_fraction · #prompts) prompts whose ids hash lowest are held out.
+
+    At least one prompt is held out when eval_fraction > 0, and at least one is kept for training, so
+    data with a single prompt has no held-out set. The split depends on the prompt ids only.
+    """
+    prompts = sorted({r.prompt_id for r in rollouts}, key=_prompt_hash)
+    n_eval = max(round(eval_fraction * len(prompts)), 1) if eval_fraction > 0 else 0
+    held_out = set(prompts[: min(n_eval, len(prompts) - 1)])
+    return [r for r in rollouts if r.prompt_id not in held_out], [r for r in rollouts if r.prompt_id in held_out]
+
+
+def data_digest(rollouts: list[Rollout]) -> str:
+    """A hash of which trajectories the run trains on, to refuse resuming on different data."""
+    keys = [(r.prompt_id, r.sample_index, r.round, r.seed, r.reward) for r in rollouts]
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(seed: int, epoch: int, n: int, groups: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The seeded permutation of the n training trajectories used in `epoch`.
+
+    With `groups` (a group id per trajectory) the groups are permuted instead, and each group's
+    trajectories follow one another in data order.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if groups is None:
+        return tuple(torch.randperm(n, generator=generator).tolist())
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    blocks = list(members.values())
+    return tuple(i for b in torch.randperm(len(blocks), generator=generator).tolist() for i in blocks[b])
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int, groups: tuple[int, ...] | None = None) -> list[int]:
+    """Trajectories of the batch at 0-based `step`: positions step·B … step·B + B − 1 of the epoch stream."""
+    positions = range(step * batch_size, (step + 1) * batch_size)
+    return [epoch_order(seed, p // n, n, groups)[p % n] for p in positions]
+
+
+def prompt_groups(rollouts: list[Rollout]) -> tuple[int, ...]:
+    """A group id per trajectory: the same for every trajectory of one prompt."""
+    ids: dict[str, int] = {}
+    return tuple(ids.setdefault(r.prompt_id, len(ids)) for r in rollouts)
+
+
+# ------------------------------------------------------------------------- head outputs at the targets
+
+
+def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """A Q-type head's outputs for one token per row, without forming all V of them.
+
+    Shapes: `hidden` (N, H), `tokens` (N,) → (N,) or (N, n). The head's output rows are laid out as
+    (vocabulary, outputs per token), as in ValueModel.head_outputs.
+    """
+    per_token = model.head_config.outputs_per_token
+    weight = model.head.weight.view(-1, per_token, hidden.shape[-1])[tokens]  # (N, n, H)
+    bias = model.head.bias.view(-1, per_token)[tokens]  # (N, n)
+    out = (torch.einsum("nkh,nh->nk", weight, hidden) + bias).float()  # (N, n)
+    return out.squeeze(-1) if per_token == 1 else out
+
+
+def sequence_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """The backbone's hidden states of the batch's sequences, one pass per sequence: (B, T, H)."""
+    return model.backbone(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+    ).last_hidden_state
+
+
+def target_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """The backbone's hidden state at every target of the batch: (N, H)."""
+    return sequence_hidden(model, batch)[batch.rows, batch.cols]
+
+
+def outputs_at_targets(model: ValueModel, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Head outputs from the targets' hidden states (N, H): (N,) or (N, n)."""
+    if model.is_q_type:
+        return q_outputs_for_tokens(model, hidden, batch.next_ids)
+    return model.head_outputs(hidden)
+
+
+def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
+    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
+    return outputs_at_targets(model, target_hidden(model, batch), batch)
