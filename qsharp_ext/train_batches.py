@@ -105,6 +105,7 @@ class Batch:
     next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
     rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
     future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
+    features: torch.Tensor | None = None  # (N, H) a frozen backbone's hidden states at the targets, when known
 
     def to(self, device: torch.device) -> Batch:
         fields = (getattr(self, f.name) for f in dataclasses.fields(self))
@@ -121,8 +122,10 @@ def collate(
     pad_id: int = 0,
     future_targets: FutureTargets | None = None,
     k: int = 0,
+    features: Callable[[list[Rollout]], torch.Tensor] | None = None,
 ) -> Batch:
-    """One batch: every sequence once, every target position listed (and a task's future-token targets)."""
+    """One batch: every sequence once, every target position listed (and a task's future-token targets, and the
+    targets' hidden states from `features`: a frozen backbone's, see frozen_features.py)."""
     seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
@@ -144,7 +147,8 @@ def collate(
             targets = future_targets(r.prompt_ids, r.completion_ids, k)
             future_ids[i, : len(targets)] = torch.tensor(targets, dtype=torch.long).view(-1, k)
     rewards_t = torch.tensor(rewards, dtype=torch.float32)
-    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids)
+    hidden = features(rollouts) if features is not None else None  # (N, H)
+    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids, hidden)
 
 
 # ------------------------------------------------------------------------------------- split and order
@@ -237,5 +241,6 @@ def outputs_at_targets(model: ValueModel, hidden: torch.Tensor, batch: Batch) ->
 
 
 def target_outputs(model: ValueModel, batch: Batch) -> torch.Tensor:
-    """Head outputs at every target of the batch from one pass per sequence: (N,) or (N, n)."""
-    return outputs_at_targets(model, target_hidden(model, batch), batch)
+    """Head outputs at every target of the batch, from its features or one pass per sequence: (N,) or (N, n)."""
+    hidden = batch.features if batch.features is not None else target_hidden(model, batch)
+    return outputs_at_targets(model, hidden, batch)

@@ -31,6 +31,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ from qsharp_ext import distributions as D
 from qsharp_ext import metrics as M
 from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
+from qsharp_ext.frozen_features import BUDGET_BYTES, FrozenFeatures, feature_bytes
 from qsharp_ext.future_tokens import FutureTokenHeads, future_targets, future_token_loss
 from qsharp_ext.hub import model_fingerprint
 from qsharp_ext.io import atomic_write_text, check_output_folder, write_json
@@ -89,6 +91,7 @@ from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueMo
 Fit = Literal["likelihood", "mse"]
 FutureTargetsSource = Literal["rollout", "task"]
 Schedule = Literal["cosine", "constant"]
+Features = Callable[[list[Rollout]], torch.Tensor] | None  # the targets' hidden states of roll-outs, when kept
 
 
 @dataclasses.dataclass
@@ -256,8 +259,11 @@ def batch_losses(
     The future-token targets are the task's (`batch.future_ids`, at every position that has one) when the
     batch carries them, else the roll-out's own next tokens at the value targets.
     """
-    sequences = sequence_hidden(model, batch)  # (B, T, H)
-    hidden = sequences[batch.rows, batch.cols]  # (N, H)
+    if batch.features is not None:  # a frozen backbone's, computed once (no task targets need other positions)
+        sequences, hidden = None, batch.features  # (N, H)
+    else:
+        sequences = sequence_hidden(model, batch)  # (B, T, H)
+        hidden = sequences[batch.rows, batch.cols]  # (N, H)
     value = model.loss(outputs_at_targets(model, hidden, batch), batch.rewards, fit)
     if heads is None:
         return value, None
@@ -367,13 +373,14 @@ def constant_loss(model: ValueModel, rewards: torch.Tensor, fit: str = "likeliho
 
 @torch.no_grad()
 def predict_targets(
-    model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device
+    model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device, features: Features = None
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(E[z] at every target, in `collate`'s order: (N,); the targets' rewards: (N,); the mean loss)."""
     model.eval()
     expected, rewards, loss_sum = [], [], 0.0
     for start in range(0, len(rollouts), cfg.batch_size):
-        batch = collate(rollouts[start : start + cfg.batch_size], model.is_q_type, cfg.prefix_extension).to(device)
+        part = rollouts[start : start + cfg.batch_size]
+        batch = collate(part, model.is_q_type, cfg.prefix_extension, features=features).to(device)
         with autocast(device, cfg.bf16):
             out = target_outputs(model, batch)  # (N,) or (N, n)
             loss_sum += model.loss(out, batch.rewards, cfg.fit).item() * batch.rewards.numel()
@@ -384,7 +391,9 @@ def predict_targets(
 
 
 @torch.no_grad()
-def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+def evaluate(
+    model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, device: torch.device, features: Features = None
+) -> dict[str, Any]:
     """Held-out loss, and ROC-AUC / ECE / accuracy of E[z] against the outcome reward > (v_min + v_max) / 2.
 
     Over every target position of the held-out trajectories (the same targets as training). `roc_auc` pools
@@ -394,7 +403,7 @@ def evaluate(model: ValueModel, rollouts: list[Rollout], cfg: TrainConfig, devic
     """
     if not rollouts:
         return {key: None for key in HELD_OUT_METRICS} | {"eval_positions": 0}
-    expected_t, rewards_t, loss = predict_targets(model, rollouts, cfg, device)
+    expected_t, rewards_t, loss = predict_targets(model, rollouts, cfg, device, features)
     outcome = rewards_t > (cfg.v_min + cfg.v_max) / 2
     prob = ((expected_t - cfg.v_min) / (cfg.v_max - cfg.v_min)).clamp(0.0, 1.0)
     steps, prefixes = target_prefixes(rollouts, model.is_q_type, cfg.prefix_extension)
@@ -500,6 +509,22 @@ def start_or_resume(
     return model, heads, optimizer, scheduler, step
 
 
+def frozen_features(
+    cfg: TrainConfig, model: ValueModel, rollouts: list[Rollout], hook: FutureTargets | None, progress: bool
+) -> Features:
+    """The targets' hidden states, computed once, when the backbone is frozen (nothing it computes can change),
+    no task target needs other positions, and they fit in BUDGET_BYTES; else None (a pass per batch)."""
+    if cfg.backbone_lr_scale > 0 or hook is not None:
+        return None
+    weight = model.head.weight
+    if feature_bytes(sum(count_targets(r, cfg) for r in rollouts), weight.shape[1], weight.dtype) > BUDGET_BYTES:
+        return None
+    model.eval()  # a frozen trunk is read without dropout
+    device = weight.device
+    with autocast(device, cfg.bf16):
+        return FrozenFeatures(model.backbone, rollouts, model.is_q_type, cfg.prefix_extension, progress).at_targets
+
+
 def task_future_targets(cfg: TrainConfig, task: Task | None) -> FutureTargets | None:
     """The task's future-token hook when the config asks for it (refused when the task has none)."""
     if cfg.future_targets != "task" or cfg.future_tokens == 0 or cfg.future_weight == 0:
@@ -566,8 +591,9 @@ def run_train(
         (cfg.out / "summary.json").unlink(missing_ok=True)  # this folder no longer holds a finished run
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
     log = functools.partial(log_record, metrics_path) if dp.is_main else dict
+    features = frozen_features(cfg, model, train_set + eval_set, hook, progress and dp.is_main)
     if step == 0:
-        records.append(log({"step": 0, **evaluate(model, eval_set, cfg, device)}))
+        records.append(log({"step": 0, **evaluate(model, eval_set, cfg, device, features)}))
 
     pad_id = tokenizer.pad_token_id or 0
     bar = tqdm(total=cfg.steps, initial=step, desc="training value model", disable=not (progress and dp.is_main),
@@ -575,12 +601,13 @@ def run_train(
     while step < cfg.steps:
         indices = dp.shard(batch_indices(step, cfg.batch_size, len(train_set), cfg.seed, groups))
         batch = collate(
-            [train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id, hook, cfg.future_tokens
-        )
+            [train_set[i] for i in indices], model.is_q_type, cfg.prefix_extension, pad_id, hook, cfg.future_tokens,
+            features,
+        )  # fmt: skip
         record = {"step": step + 1, **train_step(model, batch, optimizer, scheduler, cfg, device, dp, heads)}
         step += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            record |= evaluate(model, eval_set, cfg, device)
+            record |= evaluate(model, eval_set, cfg, device, features)
         records.append(log(record))
         if dp.is_main and (step % cfg.save_every == 0 or step == cfg.steps):
             save_checkpoint(model, tokenizer, step, optimizer, scheduler, cfg, digest, heads)
