@@ -14,43 +14,43 @@ from typing import Literal
 
 import torch
 
+from qsharp_ext.prompt_packing import packed_hidden
 from qsharp_ext.value_model import ValueModel
 
 ScoreRule = Literal["last", "mean", "min"]
 SCORE_RULES: tuple[ScoreRule, ...] = ("last", "mean", "min")
 
 
+@torch.no_grad()
 def token_values(
-    value_model: ValueModel, sequences: Sequence[list[int]], prompt_lens: Sequence[int], chunk: int = 32
+    value_model: ValueModel, sequences: Sequence[list[int]], prompt_lens: Sequence[int]
 ) -> list[list[float]]:
     """The value model's predicted final reward after each completion token of every sequence (prompt +
-    completion; `prompt_lens[i]` tokens of sequence i are the prompt), one list per sequence."""
-    out: list[list[float]] = []
-    for i in range(0, len(sequences), chunk):
-        out += _token_values(value_model, sequences[i : i + chunk], prompt_lens[i : i + chunk])
+    completion; `prompt_lens[i]` tokens of sequence i are the prompt), one list per sequence. The samples of
+    one prompt share one packed pass (prompt_packing.py)."""
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for i, (sequence, n) in enumerate(zip(sequences, prompt_lens, strict=True)):
+        by_prompt.setdefault(tuple(sequence[:n]), []).append(i)
+    out: list[list[float]] = [[] for _ in sequences]
+    for prompt, rows in by_prompt.items():
+        completions = [sequences[i][len(prompt) :] for i in rows]
+        for i, completion, hidden in zip(
+            rows, completions, packed_hidden(value_model.backbone, list(prompt), completions), strict=True
+        ):
+            out[i] = _completion_values(value_model, hidden, completion)
     return out
 
 
-@torch.no_grad()
-def _token_values(value_model: ValueModel, sequences: Sequence[list[int]], prompt_lens: Sequence[int]) -> list:
-    device = next(value_model.parameters()).device
-    width = max(map(len, sequences))
-    ids = torch.tensor([s + [0] * (width - len(s)) for s in sequences], device=device)  # (B, T)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-    hidden, _ = value_model.hidden(ids, attention_mask=mask, use_cache=False)  # (B, T, H)
-    if value_model.is_q_type:  # token t's value is the head's row for ids[t], read at position t − 1
-        flat = hidden[:, :-1].flatten(0, 1)  # (B·(T−1), H)
-        head = value_model.candidate_outputs(flat, ids[:, 1:].flatten().unsqueeze(1)).squeeze(1)
-        values = value_model.expected_reward(head).view(len(sequences), width - 1)
-        shift = 1
-    else:  # token t's value is the head's output at position t
-        values = value_model.expected_reward(value_model.head_outputs(hidden))  # (B, T)
-        shift = 0
-    values = values.double().cpu()
-    return [
-        values[b, start - shift : len(s) - shift].tolist()
-        for b, (s, start) in enumerate(zip(sequences, prompt_lens, strict=True))
-    ]
+def _completion_values(value_model: ValueModel, hidden: torch.Tensor, completion: list[int]) -> list[float]:
+    """Values after each token of `completion` from its hidden states (len + 1, H) at positions P − 1 … end."""
+    if not completion:
+        return []
+    if value_model.is_q_type:  # token j's value: the head's row for it, read one position earlier
+        ids = torch.tensor(completion, device=hidden.device).unsqueeze(1)  # (C, 1)
+        head = value_model.candidate_outputs(hidden[:-1], ids).squeeze(1)
+    else:  # token j's value: the head's output at its own position
+        head = value_model.head_outputs(hidden[1:])
+    return value_model.expected_reward(head).double().cpu().tolist()
 
 
 def answer_score(values: Sequence[float], rule: ScoreRule) -> float:

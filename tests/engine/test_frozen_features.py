@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import qsharp_ext.frozen_features as F
+import qsharp_ext.prompt_packing as P
 from qsharp_ext.train_batches import collate, target_hidden
 from qsharp_ext.training import run_train
 from qsharp_ext.value_model import ValueModel
@@ -20,7 +21,7 @@ def test_packed_pass_equals_one_pass_per_sequence_float64(arch, tokenizer, rng):
     backbone = make_causal_lm(arch, len(tokenizer), num_layers=2).double().base_model
     prompt = torch.randint(0, len(tokenizer), (5,), generator=rng).tolist()
     completions = [torch.randint(0, len(tokenizer), (n,), generator=rng).tolist() for n in (3, 1, 6, 2)]
-    got = F.packed_hidden(backbone, prompt, completions)
+    got = P.packed_hidden(backbone, prompt, completions)
     for completion, hidden in zip(completions, got, strict=True):
         alone = backbone(input_ids=torch.tensor([prompt + completion])).last_hidden_state[0, len(prompt) - 1 :]
         assert hidden.shape == alone.shape and torch.isfinite(hidden).all()
@@ -31,7 +32,7 @@ def test_packed_pass_equals_one_pass_per_sequence_float64(arch, tokenizer, rng):
 @pytest.mark.parametrize("packed_tokens", [2048, 7])  # 7: a prompt's roll-outs split over several passes
 def test_features_at_the_targets_equal_the_batch_path(tokenizer, parameterization, prefix_extension, packed_tokens,
                                                       monkeypatch):  # fmt: skip
-    monkeypatch.setattr(F, "PACKED_TOKENS", packed_tokens)
+    monkeypatch.setattr(P, "PACKED_TOKENS", packed_tokens)
     ref = make_causal_lm("llama", len(tokenizer), num_layers=2).double()
     model = ValueModel.from_reference(ref, 2, tokenizer, parameterization=parameterization).double()
     rollouts = synthetic_rollouts(5, 4)  # switch steps 0–2: targets start at different places

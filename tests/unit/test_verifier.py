@@ -19,9 +19,12 @@ def test_token_values_match_a_forward_pass_per_prefix(parameterization, kind):
     vm = ValueModel.from_reference(ref, 1, parameterization=parameterization, kind=kind).double()
     torch.nn.init.normal_(vm.head.weight, std=3.0)  # values far from 0.5: a misplaced row would show
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()).item()))
-    sequences = [torch.randint(1, len(tokenizer), (n,), generator=gen).tolist() for n in (7, 3, 5)]
-    prompt_lens = [4, 2, 1]
-    got = token_values(vm, sequences, prompt_lens, chunk=2)  # chunks of unequal lengths: padding on the right
+    draw = lambda n: torch.randint(1, len(tokenizer), (n,), generator=gen).tolist()  # noqa: E731
+    prompts = [draw(4), draw(2), draw(1)]
+    shape = [(0, 3), (1, 1), (0, 1), (2, 4), (0, 2)]  # (prompt, completion length): prompts 0 and 1 repeat
+    sequences = [prompts[p] + draw(n) for p, n in shape]
+    prompt_lens = [len(prompts[p]) for p, _ in shape]
+    got = token_values(vm, sequences, prompt_lens)
     for seq, start, values in zip(sequences, prompt_lens, got):
         assert len(values) == len(seq) - start
         for t, value in zip(range(start, len(seq)), values):  # the prefix up to and including token t, alone
