@@ -86,12 +86,34 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+RECOVER = "rerun the command that collected it, with the same settings: it collects that shard again alone"
+
+
 def read_shard(path: Path) -> list[Rollout]:
     try:
         rows = pq.read_table(path, schema=SCHEMA).to_pylist()
     except (pa.ArrowInvalid, OSError) as err:
-        raise UserError(f"shard {path} is corrupt or unreadable ({str(err).splitlines()[0]})") from None
+        raise UserError(f"shard {path} is corrupt or unreadable ({str(err).splitlines()[0]}); {RECOVER}") from None
     return [Rollout(**row) for row in rows]
+
+
+def _intact(path: Path, rows: int) -> bool:
+    try:
+        return pq.read_table(path, schema=SCHEMA).num_rows == rows
+    except (pa.ArrowInvalid, OSError):
+        return False
+
+
+def forget_broken_shards(folder: Path) -> list[str]:
+    """Drop from the manifest every shard that is missing, unreadable or short of its rows, so that collecting
+    again writes it anew (a shard's samples depend only on its index and the settings); returns their names."""
+    manifest = read_manifest(folder)
+    broken = sorted(name for name, rows in manifest["shards"].items() if not _intact(folder / name, rows))
+    for name in broken:
+        del manifest["shards"][name]
+    if broken:
+        write_manifest(folder, manifest)
+    return broken
 
 
 def read_rollouts(folders: list[Path]) -> list[Rollout]:
@@ -104,7 +126,9 @@ def read_rollouts(folders: list[Path]) -> list[Rollout]:
         for name, rows in sorted(manifest["shards"].items()):
             shard = read_shard(Path(folder) / name)
             if len(shard) != rows:
-                raise UserError(f"shard {Path(folder) / name} has {len(shard)} rows, the manifest says {rows}")
+                raise UserError(
+                    f"shard {Path(folder) / name} has {len(shard)} rows, the manifest says {rows}; {RECOVER}"
+                )
             rollouts += shard
     if not rollouts:
         raise UserError("the roll-out data is empty")

@@ -36,6 +36,7 @@ from qsharp_ext.rollout_data import (
     Rollout,
     check_settings,
     folder_relative,
+    forget_broken_shards,
     read_manifest,
     read_rollouts,
     record_settings,
@@ -259,6 +260,8 @@ def run_collect(
     shards = [problems[i : i + cfg.prompts_per_shard] for i in range(0, len(problems), cfg.prompts_per_shard)]
     out, settings = Path(cfg.out), collect_settings(cfg, task, problems, run_folder)
     check_settings(out, settings)
+    if out.is_dir() and (broken := forget_broken_shards(out)):
+        print(f"collecting again the shards that do not read back: {', '.join(broken)}", file=sys.stderr)
     todo = [i for i in range(len(shards)) if shard_name(i) not in read_manifest(out)["shards"]]
     if not todo:
         return out

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from qsharp_ext.errors import UserError
 from qsharp_ext.rollout_data import read_manifest, read_rollouts
 from qsharp_ext.rollouts import CollectConfig, main, run_collect
 from qsharp_ext.tasks import FirstTokenTask
@@ -94,3 +95,18 @@ def test_bad_input_is_one_clear_sentence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_corrupt_or_missing_shard_is_collected_again_by_the_same_command(ref_folder, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(collect_args(out, ref_folder)) == 0
+    clean = read_rollouts([out])
+    cut, gone = sorted(out.glob("shard-*.parquet"))[1:3]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # as a crashed copy leaves it
+    gone.unlink()
+    with pytest.raises(UserError, match="rerun the command that collected it"):
+        read_rollouts([out])
+    capsys.readouterr()
+    assert main(collect_args(out, ref_folder)) == 0
+    assert f"{cut.name}, {gone.name}" in capsys.readouterr().err
+    assert read_rollouts([out]) == clean
