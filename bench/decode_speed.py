@@ -17,12 +17,13 @@ is small at these lengths and the same for both sides).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -168,43 +169,58 @@ def decoding_runs(
     return runs | ({"qsharp_shared": engine(shared, (eta,))} if shared is not None else {})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
-    parser.add_argument("--batch", type=int, default=16, help="sequences decoded together")
-    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per sequence")
-    parser.add_argument("--naive-tokens", type=int, default=32, help="tokens for the (slow) naive baseline")
-    parser.add_argument("--top-k", type=int, default=20, help="candidates scored per step")
-    parser.add_argument("--value-layers", type=int, default=6, help="layers of π_ref in the value model")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--backend", default="cpp", help="kernel backend (QSHARP_EXT_BACKEND)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ["QSHARP_EXT_BACKEND"] = args.backend
+@dataclasses.dataclass
+class Config:
+    """Decoding throughput of every decoder on the same prompts."""
+
+    out: Path = Path("bench/results")
+    """Folder for decode_speed.json and decode_speed.md."""
+    batch: int = 16
+    """Sequences decoded together."""
+    new_tokens: int = 128
+    """Tokens generated per sequence (no EOS stop)."""
+    naive_tokens: int = 32
+    """Tokens for the (slow) naive baseline, which re-scores each candidate over the whole prefix."""
+    top_k: int = 20
+    """Candidates scored per step (k)."""
+    value_layers: int = 6
+    """Layers of π_ref in the V-type and Q-type value models."""
+    threads: int = 2
+    """Torch CPU threads."""
+    backend: Literal["torch", "cpp", "triton", "cuda"] = "cpp"
+    """Kernel backend of the fused guided step (sets QSHARP_EXT_BACKEND)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tyro  # here, not at the top: bench/gpu_check.py imports this module on a GPU image without tyro
+
+    cfg = tyro.cli(Config, args=argv, description=__doc__)
+    torch.set_num_threads(cfg.threads)
+    os.environ["QSHARP_EXT_BACKEND"] = cfg.backend
     torch.manual_seed(0)
 
     ref, tokenizer, model_name = reference_model()
-    vtype = ValueModel.from_reference(ref, args.value_layers, tokenizer).eval()
-    qtype = ValueModel.from_reference(ref, args.value_layers, tokenizer, parameterization="q").eval()
+    vtype = ValueModel.from_reference(ref, cfg.value_layers, tokenizer).eval()
+    qtype = ValueModel.from_reference(ref, cfg.value_layers, tokenizer, parameterization="q").eval()
     shared = ValueModel.from_reference(ref, 0, tokenizer, parameterization="q", share_trunk=True).eval()
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
-    n_tokens = args.batch * args.new_tokens
-    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, args.top_k, shared=shared)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(cfg.batch)]
+    n_tokens = cfg.batch * cfg.new_tokens
+    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, cfg.top_k, shared=shared)
     runs["hf_generate"](4)  # warm-up: first-call allocations and thread pools
     result: dict[str, object] = {}
     for name, fn in runs.items():
-        result[f"{name}_tok_s"] = tokens_per_second(lambda fn=fn: fn(args.new_tokens), n_tokens)
+        result[f"{name}_tok_s"] = tokens_per_second(lambda fn=fn: fn(cfg.new_tokens), n_tokens)
         print(f"{name}_tok_s: {result[f'{name}_tok_s']:.1f} tok/s")
     # The naive baseline is slow, so it runs fewer tokens; Q♯ is timed again on exactly those tokens, since
     # the naive cost grows with the prefix and a ratio is only fair at equal length.
-    short_run = lambda: runs["qsharp"](args.naive_tokens)  # noqa: E731
-    result["qsharp_short_tok_s"] = tokens_per_second(short_run, args.batch * args.naive_tokens)
+    short_run = lambda: runs["qsharp"](cfg.naive_tokens)  # noqa: E731
+    result["qsharp_short_tok_s"] = tokens_per_second(short_run, cfg.batch * cfg.naive_tokens)
     with torch.no_grad():
-        naive = lambda: naive_generate(ref, vtype, tokenizer, prompts, args.top_k, 0.1, args.naive_tokens)  # noqa: E731
-        result["naive_tok_s"] = tokens_per_second(naive, args.batch * args.naive_tokens)
+        naive = lambda: naive_generate(ref, vtype, tokenizer, prompts, cfg.top_k, 0.1, cfg.naive_tokens)  # noqa: E731
+        result["naive_tok_s"] = tokens_per_second(naive, cfg.batch * cfg.naive_tokens)
     print(f"qsharp_short_tok_s: {result['qsharp_short_tok_s']:.1f}, naive_tok_s: {result['naive_tok_s']:.2f} tok/s")
 
-    result |= flop_ceilings(ref, vtype, qtype, shared, args.top_k)
+    result |= flop_ceilings(ref, vtype, qtype, shared, cfg.top_k)
     hf, plain = result["hf_generate_tok_s"], result["engine_plain_tok_s"]
     ratios = {
         "engine_plain_over_hf": plain / hf,
@@ -216,12 +232,12 @@ def main() -> None:
         "qsharp_over_naive": result["qsharp_short_tok_s"] / result["naive_tok_s"],
     }
     meta = {
-        "ref_model": model_name, "value_layers": args.value_layers, "batch": args.batch,
-        "new_tokens": args.new_tokens, "naive_tokens": args.naive_tokens, "top_k": args.top_k,
-        "threads": args.threads, "backend": args.backend, "torch": torch.__version__,
+        "ref_model": model_name, "value_layers": cfg.value_layers, "batch": cfg.batch,
+        "new_tokens": cfg.new_tokens, "naive_tokens": cfg.naive_tokens, "top_k": cfg.top_k,
+        "threads": cfg.threads, "backend": cfg.backend, "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
     }  # fmt: skip
-    write_json(args.out / "decode_speed.json", {**result, "ratios": ratios, "meta": meta})
+    write_json(cfg.out / "decode_speed.json", {**result, "ratios": ratios, "meta": meta})
     targets = [
         ("engine_plain_over_hf", 1.3), ("qsharp_over_plain", 0.6), ("qsharp_qtype_over_plain", 0.8),
         ("qsharp_shared_over_plain", 0.9), ("qsharp_over_naive", 10.0),
@@ -231,8 +247,8 @@ def main() -> None:
     ]
     speed_rows = [{"run": k, "tok_s": v} for k, v in result.items() if k.endswith("tok_s")]
     text = (
-        f"# Decoding throughput ({model_name}, batch {args.batch}, {args.new_tokens} new tokens, k = {args.top_k}, "
-        f"{args.threads} threads, {args.backend} backend)\n\n"
+        f"# Decoding throughput ({model_name}, batch {cfg.batch}, {cfg.new_tokens} new tokens, k = {cfg.top_k}, "
+        f"{cfg.threads} threads, {cfg.backend} backend)\n\n"
         + markdown_table(speed_rows, ["run", "tok_s"])
         + "\n## FLOP ceiling\n\nMACs per generated token: π_ref = {macs_ref_per_token:,}; V-type value model = k × "
         "(L layers + head) = {macs_vtype_per_token:,}; Q-type = L layers + the head's k candidate rows = "
@@ -242,7 +258,7 @@ def main() -> None:
         + "## Targets\n\n"
         + markdown_table(rows, ["ratio", "value", "target", "met"])
     )
-    atomic_write_text(args.out / "decode_speed.md", text)
+    atomic_write_text(cfg.out / "decode_speed.md", text)
     print(text)
 
 

@@ -12,7 +12,7 @@ machines.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import platform
 import statistics
 import time
@@ -70,26 +70,36 @@ def bench_row(vocab: int, batch: int, repeats: int) -> dict:
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the cpp kernel uses them too)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps per cell (the median is reported)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+@dataclasses.dataclass
+class Config:
+    """Per-step latency of the fused guided step, every backend this machine has."""
+
+    out: Path = Path("bench/results")
+    """Folder for kernels.json and kernels.md."""
+    threads: int = 2
+    """Torch CPU threads (the cpp kernel uses them too)."""
+    repeats: int = 20
+    """Timed steps per cell (the median is reported)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    import tyro  # here, not at the top: bench/gpu_check.py imports this module on a GPU image without tyro
+
+    cfg = tyro.cli(Config, args=argv, description=__doc__)
+    torch.set_num_threads(cfg.threads)
     if kernels.compiled_extension() is None:
         raise SystemExit("qsharp_ext._C is not built: install the package first")
-    rows = [bench_row(vocab, batch, args.repeats) for vocab in VOCABS for batch in BATCHES]
+    rows = [bench_row(vocab, batch, cfg.repeats) for vocab in VOCABS for batch in BATCHES]
     meta = {
         "machine": platform.processor() or platform.machine(),
-        "threads": args.threads,
+        "threads": cfg.threads,
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    write_json(args.out / "kernels.json", {"meta": meta, "rows": rows})
+    write_json(cfg.out / "kernels.json", {"meta": meta, "rows": rows})
     columns = list(rows[0])
     table = markdown_table(rows, columns)
-    atomic_write_text(args.out / "kernels.md", f"# Fused guided step: per-step latency ({meta})\n\n{table}")
+    atomic_write_text(cfg.out / "kernels.md", f"# Fused guided step: per-step latency ({meta})\n\n{table}")
     print(table)
 
 

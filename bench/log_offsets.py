@@ -9,13 +9,14 @@ on this machine; compare the ratio column, not the absolute numbers, across mach
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import tyro
 
 from qsharp_ext import distributions as D
 from qsharp_ext import kernels
@@ -32,12 +33,19 @@ def median_seconds(fn, repeats: int = 50) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+@dataclasses.dataclass
+class Config:
+    """Latency of the compiled log-offset kernels against torch."""
+
+    out: Path = Path("bench/results")
+    """Folder for log_offsets.json and log_offsets.md."""
+    threads: int = 2
+    """Torch CPU threads."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = tyro.cli(Config, args=argv, description=__doc__)
+    torch.set_num_threads(cfg.threads)
     if kernels.compiled_extension() is None:
         raise SystemExit("qsharp_ext._C is not built: install the package first")
     rows = []
@@ -54,10 +62,10 @@ def main() -> None:
                 ext = median_seconds(lambda x=x: kernels.histogram_log_offset(x, atoms, 0.1, backend="cpp"))
             timing = {"torch_us": ref * 1e6, "cpp_us": ext * 1e6, "speedup": ref / ext}
             rows.append({"head": head, "batch": batch, "k": 20, **timing})
-    meta = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__}
-    write_json(args.out / "log_offsets.json", {"meta": meta, "rows": rows})
+    meta = {"machine": platform.processor() or platform.machine(), "threads": cfg.threads, "torch": torch.__version__}
+    write_json(cfg.out / "log_offsets.json", {"meta": meta, "rows": rows})
     table = markdown_table(rows, ["head", "batch", "k", "torch_us", "cpp_us", "speedup"])
-    atomic_write_text(args.out / "log_offsets.md", f"# Log-offset kernels vs torch ({meta})\n\n{table}")
+    atomic_write_text(cfg.out / "log_offsets.md", f"# Log-offset kernels vs torch ({meta})\n\n{table}")
     print(table)
 
 

@@ -13,7 +13,7 @@ On a machine shared with other work, compare the ratio within one run.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import platform
 import tempfile
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import tyro
 
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
 from qsharp_ext.rollout_data import read_rollouts
@@ -30,17 +31,25 @@ from qsharp_ext.tasks.first_token import make_tiny_reference
 from qsharp_ext.value_model import ValueModel
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--prompts", type=int, default=128)
-    parser.add_argument("--cpus", type=int, default=2)
-    args = parser.parse_args()
+@dataclasses.dataclass
+class Config:
+    """`collect` on the local backend and on Ray with 1 and 2 workers."""
+
+    out: Path = Path("bench/results")
+    """Folder for scale_rollouts.json and scale_rollouts.md."""
+    prompts: int = 128
+    """Training prompts of the smoke task (in shards of 8), 16 samples each."""
+    cpus: int = 2
+    """CPUs of the local Ray instance (one per worker)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = tyro.cli(Config, args=argv, description=__doc__)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=cfg.cpus, include_dashboard=False, log_to_driver=False)
     task = FirstTokenTask()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,13 +63,13 @@ def main() -> None:
             reference = None
             for backend, workers in (("local", None), ("ray", 1), ("ray", 2)):
                 out = root / f"round{round_k}-{backend}-{workers}"
-                cfg = CollectConfig(
+                collect_cfg = CollectConfig(
                     out=out, ref_model=str(root / "ref"), samples_per_prompt=16, max_new_tokens=6, top_k=49,
-                    prompts_per_shard=8, max_prompts=args.prompts, seed=0, device="cpu", backend=backend,
+                    prompts_per_shard=8, max_prompts=cfg.prompts, seed=0, device="cpu", backend=backend,
                     num_workers=workers, **extra,
                 )  # fmt: skip
                 start = time.perf_counter()
-                run_collect(cfg, task, progress=False)
+                run_collect(collect_cfg, task, progress=False)
                 seconds = time.perf_counter() - start
                 data = read_rollouts([out])
                 reference = reference or data
@@ -76,16 +85,16 @@ def main() -> None:
     for row in rows:
         one = next(r for r in rows if r["round"] == row["round"] and r["backend"] == "ray" and r["workers"] == 1)
         row["speedup_vs_1_worker"] = round(row["rollouts_per_s"] / one["rollouts_per_s"], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"cpus": args.cpus, "machine": platform.machine(), "os_cpus": os.cpu_count(), "prompts": args.prompts}
-    write_json(args.out / "scale_rollouts.json", {"settings": meta, "rows": rows})
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    meta = {"cpus": cfg.cpus, "machine": platform.machine(), "os_cpus": os.cpu_count(), "prompts": cfg.prompts}
+    write_json(cfg.out / "scale_rollouts.json", {"settings": meta, "rows": rows})
     columns = ["round", "backend", "workers", "rollouts", "seconds", "rollouts_per_s", "speedup_vs_1_worker"]
     columns.append("same_data")
     header = (
-        f"# collect on the smoke task: {args.prompts} prompts × 16 samples, Ray on {args.cpus} CPUs "
+        f"# collect on the smoke task: {cfg.prompts} prompts × 16 samples, Ray on {cfg.cpus} CPUs "
         f"({os.cpu_count()} on the machine)\n\n"
     )
-    atomic_write_text(args.out / "scale_rollouts.md", header + markdown_table(rows, columns))
+    atomic_write_text(cfg.out / "scale_rollouts.md", header + markdown_table(rows, columns))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ measured speed-up. Times are medians over a few steps on this machine: compare r
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import platform
 import random
 import statistics
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import tyro
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from qsharp_ext.io import atomic_write_text, markdown_table, write_json
@@ -99,24 +100,35 @@ def time_methods(streams: dict[str, list[Rollout]], batch_size: int, steps: int,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and Markdown")
-    parser.add_argument("--length", type=int, default=200, help="tokens per roll-out (prompt + completion)")
-    parser.add_argument("--batch-size", type=int, default=8, help="trajectories (one pass) or prefixes per step")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per method (after one warm-up step)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    rollouts = synthetic_rollouts(args.batch_size * (args.steps + 1), args.length, seed=0)
+@dataclasses.dataclass
+class Config:
+    """Value-model training throughput, one pass per trajectory against one pass per prefix."""
+
+    out: Path = Path("bench/results")
+    """Folder for train_speed.json and train_speed.md."""
+    length: int = 200
+    """Tokens per roll-out (prompt + completion)."""
+    batch_size: int = 8
+    """Trajectories (one pass) or prefixes (per prefix) per training step."""
+    steps: int = 6
+    """Timed steps per method (after one warm-up step)."""
+    threads: int = 1
+    """Torch CPU threads (1 is steadiest on a shared machine)."""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto (the GPU when there is one)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = tyro.cli(Config, args=argv, description=__doc__)
+    torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    rollouts = synthetic_rollouts(cfg.batch_size * (cfg.steps + 1), cfg.length, seed=0)
     prefixes = per_prefix_rollouts(rollouts)
     random.Random(1).shuffle(prefixes)
-    timings = time_methods({"one_pass": rollouts, "per_prefix": prefixes}, args.batch_size, args.steps, device)
+    timings = time_methods({"one_pass": rollouts, "per_prefix": prefixes}, cfg.batch_size, cfg.steps, device)
     one_pass, naive = timings["one_pass"], timings["per_prefix"]
     naive_tokens = sum(len(p.prompt_ids) + len(p.completion_ids) for p in prefixes) / len(prefixes)
-    one_pass_tokens = args.length * len(rollouts) / len(prefixes)
+    one_pass_tokens = cfg.length * len(rollouts) / len(prefixes)
     rows = [
         {"method": "one pass (prefix extension)", **one_pass, "forward_tokens_per_target": one_pass_tokens},
         {"method": "one pass per prefix", **naive, "forward_tokens_per_target": naive_tokens},
@@ -129,17 +141,17 @@ def main() -> None:
     meta = {
         "machine": platform.processor() or platform.machine(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": args.threads,
+        "threads": cfg.threads,
         "torch": torch.__version__,
-        "length": args.length,
-        "batch_size": args.batch_size,
+        "length": cfg.length,
+        "batch_size": cfg.batch_size,
         "value_model": "Llama, 2 layers, hidden 256, vocab 512",
     }
-    write_json(args.out / "train_speed.json", {"meta": meta, "ratios": ratios, "rows": rows})
+    write_json(cfg.out / "train_speed.json", {"meta": meta, "ratios": ratios, "rows": rows})
     columns = ["method", "step_ms", "targets_per_step", "targets_per_s", "forward_tokens_per_target"]
     table = markdown_table(rows, columns)
     text = (
-        f"# Value-model training: prefix extension vs one pass per prefix ({args.length}-token roll-outs)\n\n"
+        f"# Value-model training: prefix extension vs one pass per prefix ({cfg.length}-token roll-outs)\n\n"
         f"{meta}\n\n{table}\n"
         f"Forward tokens saved by prefix extension: {ratios['forward_tokens_saved']:.1f}× "
         f"({ratios['targets_per_trajectory']:.1f} targets per trajectory); "
@@ -147,7 +159,7 @@ def main() -> None:
         "(per-prefix batches are right-padded to their longest prefix, so they compute more than the unpadded "
         "token count).\n"
     )
-    atomic_write_text(args.out / "train_speed.md", text)
+    atomic_write_text(cfg.out / "train_speed.md", text)
     print(text)
 
 
