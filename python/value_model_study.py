@@ -161,8 +161,10 @@ def variants(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """Each ablation as the changes it makes to the run's training config."""
     other_head = "q" if cfg.parameterization == "v" else "v"
     other_fit = ("MSE regression of the mean", "mse") if cfg.fit == "likelihood" else ("likelihood fit", "likelihood")
+    # An LM-head start exists for a Q-type head only (one row per candidate token): a V-type head starts fresh.
+    head_start = {"head_init": "fresh"} if cfg.head_init == "lm_head" else {}
     return {
-        f"{other_head.upper()}-type head": {"parameterization": other_head},
+        f"{other_head.upper()}-type head": {"parameterization": other_head, **head_start},
         other_fit[0]: {"fit": other_fit[1]},
         "switch position only (no prefix extension)": {"prefix_extension": not cfg.prefix_extension},
     }

@@ -1,5 +1,6 @@
 """`python/value_model_study.py` on a tiny 2-round pipeline run: the depth sweep and the ablations."""
 
+import dataclasses
 import json
 import math
 
@@ -8,6 +9,7 @@ import pytest
 from qsharp_ext.errors import UserError
 from qsharp_ext.finished_runs import score_held_out
 from qsharp_ext.pipeline import PipelineConfig, run_pipeline
+from qsharp_ext.training import check_config
 
 value_model_study = pytest.importorskip("value_model_study")  # python/ is on the path (conftest.py)
 
@@ -104,3 +106,11 @@ def test_steps_breaks_the_roc_auc_down_by_completion_step(tiny_run, tmp_path):
     first = next(r for r in rows if r["step"] == 1)  # first_token's reward is decided by the first token
     assert first["within_prompt_auc"] > 0.5 and first["roc_auc"] > 0.5
     assert json.loads((tmp_path / "steps.json").read_text()) == json.loads(json.dumps(rows))
+
+
+def test_every_ablation_of_an_lm_head_started_q_type_run_is_a_config_training_accepts(tmp_path):
+    cfg = PipelineConfig(out=tmp_path / "run", parameterization="q", head_init="lm_head", backbone_lr_scale=0.0)
+    base = value_model_study.train_config(cfg, "ref", 1, "bernoulli")
+    for name, changes in value_model_study.variants(cfg).items():
+        check_config(dataclasses.replace(base, out=tmp_path / value_model_study.slug(name), **changes))
+    assert value_model_study.variants(cfg)["V-type head"]["head_init"] == "fresh"
