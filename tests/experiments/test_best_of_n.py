@@ -25,7 +25,7 @@ def test_rules_side_by_side(tmp_path, capsys):
     cfg = EvaluateConfig(
         out=tmp_path / "eval", ref_model=str(tmp_path / "ref"), qsharp_model=str(tmp_path / "value"),
         etas=(None, 0.3), num_samples=4, prompts_per_batch=3, max_new_tokens=3, top_k=5, seed=2, device="cpu",
-        verifier_score="mean",
+        verifier_score="last",
     )  # fmt: skip
     evaluated = {(r["method"], r["eta"]): r for r in run_evaluate(cfg, task, progress=False)}
 
@@ -35,7 +35,7 @@ def test_rules_side_by_side(tmp_path, capsys):
     assert len(rows) == 2 * 3
     records = [json.loads(line) for line in (cfg.out / "samples.jsonl").read_text().splitlines()]
     for row in rows:
-        if row["rule"] == "mean":  # the evaluation's own rule: the same pick, gain and AUC
+        if row["rule"] == "last":  # the evaluation's own rule: the same pick, gain and AUC
             want = evaluated[(row["method"], row["eta"])]
             assert all(row[k] == pytest.approx(want[k]) for k in ("bon_value", "bon_gain", "bon_gain_se", "value_auc"))
         mine = [r for r in records if (r["method"], r["eta"]) == (row["method"], row["eta"])]
