@@ -89,8 +89,9 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
             ax.bar(i + (j - (len(bars) - 1) / 2) * width, height, width, yerr=error, color=f"C{j}",
                    label=bars[j] if i == 0 else None)  # fmt: skip
     ax.set_xticks(range(len(labels)), [m if e is None else f"{m} η={e:g}" for m, e in labels])
-    ax.set_ylabel("mean reward (error bars: paired SE against a random sample)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("mean reward")
+    ax.set_title("Best-of-n by the value model; error bars: paired SE against a random sample", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     save_figure(fig, path)
 
 
