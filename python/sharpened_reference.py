@@ -36,6 +36,8 @@ from qsharp_ext.loading import load_reference
 from qsharp_ext.plots import accuracy_kl_plot
 from qsharp_ext.value_model import ValueModel, lm_head_weights
 
+SHARPENED_STYLE = ("π_ref, lower T", "tab:gray", "^")  # the rows of π_ref sampled at a lower temperature
+
 
 @dataclasses.dataclass
 class Model:
@@ -117,7 +119,8 @@ def run_compare(opts: Compare) -> str:
     columns = ["method", "eta", "temperature", "pass@1", "pass@1_se", "gain", "gain_se", "maj@n", "pass@n", "kl"]
     header = f"# {opts.evaluation} beside π_ref sharpened ({opts.sharpened}); gains paired with π_ref's samples\n\n"
     atomic_write_text(opts.out / "comparison.md", header + markdown_table(rows, columns))
-    accuracy_kl_plot(rows, opts.out / "comparison.png", "pass@1", "Guided rows against π_ref at a lower temperature")
+    title = "Guided rows against π_ref at a lower temperature"
+    accuracy_kl_plot(rows, opts.out / "comparison.png", "pass@1", title, {"sharpened": SHARPENED_STYLE})
     return markdown_table(rows, columns)
 
 

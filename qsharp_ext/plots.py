@@ -14,18 +14,22 @@ import matplotlib.pyplot as plt
 
 from qsharp_ext.io import atomic_write_bytes
 
-METHOD_STYLE = {
+Style = tuple[str, str, str]  # label, colour, marker ("" for a line without markers)
+
+METHOD_STYLE: dict[str, Style] = {
     "qsharp": ("Q♯", "tab:blue", "o"),
     "cd": ("CD", "tab:orange", "s"),
-    "sharpened": ("π_ref, lower T", "tab:gray", "^"),
     "optimal": ("π* (exact)", "black", ""),
 }
 
 
-def accuracy_kl_plot(rows: Sequence[dict[str, Any]], path: Path, y_key: str, title: str) -> None:
-    """Accuracy (`y_key`) against KL to π_ref: a line per guided method over η, π_ref as a star at KL = 0."""
+def accuracy_kl_plot(
+    rows: Sequence[dict[str, Any]], path: Path, y_key: str, title: str, styles: dict[str, Style] | None = None
+) -> None:
+    """Accuracy (`y_key`) against KL to π_ref: a line per guided method over η, π_ref as a star at KL = 0;
+    `styles` adds the methods of an experiment (a method without a style is not drawn)."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method, (label, color, marker) in METHOD_STYLE.items():
+    for method, (label, color, marker) in (METHOD_STYLE | (styles or {})).items():
         points = sorted((r["kl"], r[y_key], point_label(r)) for r in rows if r["method"] == method)
         if not points:
             continue
