@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import stargraph_hops as hops
@@ -115,6 +116,10 @@ class StarGraphConfig:
     value_extra_layers: int = 2
     """Fresh layers the value models add on top of π_ref's: the first step's value is l − 2 lookups in a row,
     more than π_ref's 4 layers leave room for (with 0 the first step stayed near 0.8 on G(2,5))."""
+    value_init: Path | None = None
+    """Start the value models' layers from this trained star-graph value model (same labels; e.g. G(2, l)'s,
+    which already follows edges) instead of π_ref's layers + value_extra_layers fresh ones: the value model's
+    curriculum, as --ref-init is π_ref's. Its reward labels still come only from this task's π_ref roll-outs."""
     future_tokens: int | None = None
     """K of the value models' future-token auxiliary objective: at every node of a roll-out they also learn to
     name the roll-out's next 1 … K nodes. None: path_len − 1 (the rest of a path); 0: BCE / MSE alone."""
@@ -146,7 +151,7 @@ PRESETS: dict[str, dict] = {
         pref_steps=40,
         value_prompts=16384,
         value_samples=1,
-        value_steps=2000,
+        value_steps=3000,
         cd=False,
     ),
     "smoke": dict(
@@ -302,14 +307,44 @@ def value_hops(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     return result
 
 
+def value_layers(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict[str, Any]:
+    """Where the value models' layers come from: π_ref's + fresh ones, or all of a trained value model's."""
+    if cfg.value_init is None:
+        return {"num_layers": cfg.ref_layers, "extra_layers": cfg.value_extra_layers}
+    return {"value_model_base": str(value_base(cfg, task, ref)), "num_layers": 0, "extra_layers": 0}
+
+
+def value_base(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> Path:
+    """--value-init's layers as a causal LM that the library copies a value model from: π_ref's config at the
+    value model's depth, its layers, π_ref's LM head (never read) and tokenizer; written once into the run."""
+    folder = cfg.out / "value-init"
+    if (folder / "config.json").is_file():
+        return folder
+    reference, init = load_policy(ref), ValueModel.from_pretrained(Path(cfg.value_init))
+    config = reference.config.__class__.from_dict(reference.config.to_dict())
+    config.num_hidden_layers = len(init.backbone.layers)
+    base = type(reference)(config)
+    try:
+        base.model.load_state_dict(init.backbone.state_dict())
+    except RuntimeError as err:
+        raise UserError(
+            f"value_init {cfg.value_init} is not a star-graph value model of π_ref's labels and width"
+        ) from err
+    base.lm_head.load_state_dict(reference.lm_head.state_dict())
+    tmp = folder.with_name(folder.name + ".tmp")
+    base.save_pretrained(tmp)
+    task.tokenizer().save_pretrained(tmp)
+    tmp.rename(folder)
+    return folder
+
+
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
     vocab = len(task.tokenizer())
     pipeline = PipelineConfig(
         out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds,
         samples_per_prompt=cfg.value_samples, max_train_prompts=cfg.value_prompts, collect_eta=cfg.eta,
-        max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, num_layers=cfg.ref_layers,
-        extra_layers=cfg.value_extra_layers,
+        max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, **value_layers(cfg, task, ref),
         kind="bernoulli", parameterization="v", train_steps=cfg.value_steps, batch_size=cfg.value_batch,
         lr=cfg.value_lr, head_init="linear", future_tokens=future_tokens(cfg), future_weight=cfg.future_weight,
         future_targets=cfg.future_targets,
@@ -482,7 +517,7 @@ def run(cfg: StarGraphConfig) -> dict:
     introduced = {"ref_init": None, "curriculum": False, "warm_pretrain_steps": 600, "future_tokens": 0}
     # as runs made before these settings had them
     introduced |= {"future_weight": 1.0, "hop_graphs": 1024, "future_targets": "rollout", "value_extra_layers": 0}
-    introduced |= {"cd": True}
+    introduced |= {"cd": True, "value_init": None}
     record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced=introduced)
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)

@@ -100,3 +100,16 @@ def test_pi_ref_pretraining_can_start_from_another_star_graphs_pi_ref(smoke_run,
     wider = dataclasses.replace(cfg, cache=tmp_path / "other", ref_hidden=96)
     with pytest.raises(UserError, match="same labels, layers and width"):
         stargraph.pretrained_reference(wider, task, task.tokenizer())
+
+
+def test_the_value_models_can_start_from_another_star_graphs_value_model(smoke_run, tmp_path):
+    stargraph = pytest.importorskip("stargraph")
+    root, _ = smoke_run
+    init = root / "run" / "pipeline" / "round-1" / "qsharp" / "model"
+    extra = ("--no-cd", "--rounds", "1", "--value-lr", "1e-12", "--value-init", str(init))
+    result = run_driver(tmp_path / "run", root / "cache", *extra)  # a learning rate too small to move a weight
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = tmp_path / "run" / "pipeline" / "round-1" / "qsharp" / "model"
+    start, after = (stargraph.ValueModel.from_pretrained(f).backbone.state_dict() for f in (init, trained))
+    assert start.keys() == after.keys()
+    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)  # its layers, not π_ref's + fresh
