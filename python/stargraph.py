@@ -19,6 +19,7 @@ Output: `<out>/results.json` (accuracies `pi_ref`, `reinforce`, `dpo`, `rpo`, `c
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -321,7 +322,7 @@ def value_base(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> Path:
     if (folder / "config.json").is_file():
         return folder
     reference, init = load_policy(ref), ValueModel.from_pretrained(Path(cfg.value_init))
-    config = reference.config.__class__.from_dict(reference.config.to_dict())
+    config = copy.deepcopy(reference.config)
     config.num_hidden_layers = len(init.backbone.layers)
     base = type(reference)(config)
     try:
