@@ -5,7 +5,9 @@
 
 π_ref is a small Llama trained from scratch by next-token prediction on the answers (cached under
 `--cache` and reused by every run with the same task and π_ref settings). It learns the "Clever Hans"
-shortcut: it follows edges but guesses the first step, so its accuracy is about 1/d. Every method starts
+shortcut: it follows edges but guesses the first step, so its accuracy is about 1/d. For d > 2 the run first
+runs (or reads from the cache) the quick experiment on G(2, l) and starts π_ref and the value models from its
+π_ref and Q♯ value model: a curriculum (`--no-curriculum` starts from scratch). Every method starts
 from that π_ref and is evaluated by sampling at T = 1 on the same test graphs. CD and Q♯ run through the
 library's pipeline (collect → train → evaluate, DAgger rounds); REINFORCE, DPO and RPO are in
 `stargraph_policy.py`. Each stage records its result and wall time under `<out>/stages/`, so an
@@ -29,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import stargraph_hops as hops
@@ -80,11 +82,19 @@ class StarGraphConfig:
     """Start π_ref's pretraining from this pretrained star-graph π_ref (same labels, layers and width)
     instead of random weights: a curriculum, e.g. G(2,5)'s π_ref, which already follows edges, for G(5,5)."""
     curriculum: bool = True
-    """Without --ref-init and for degree > 2: pretrain G(2, path_len)'s π_ref first (cached, same labels and
-    size) and start from it, for warm_pretrain_steps (from random weights a G(5,5) π_ref did not learn to
-    follow edges in 2,000 steps)."""
+    """For degree > 2: first run the curriculum_preset experiment on G(2, path_len) (same labels, π_ref size, extra
+    value layers and seed; kept under --cache and reused) and start from it: π_ref from its π_ref for
+    warm_pretrain_steps (unless --ref-init), the value models from its Q♯ value model for warm_value_steps of
+    warm_value_batch (unless --value-init). Started from scratch on G(5,5), neither π_ref (2,000 steps) nor the
+    value model (1,500 steps) learned to follow edges."""
+    curriculum_preset: Literal["full", "quick", "smoke"] = "quick"
+    """The preset of the G(2, path_len) run the curriculum starts from (the quick one is `make demo`'s)."""
     warm_pretrain_steps: int = 600
     """π_ref's pretraining steps when the curriculum starts it from G(2, path_len)'s π_ref."""
+    warm_value_steps: int = 2000
+    """Value-model training steps when the curriculum starts them from G(2, path_len)'s value model."""
+    warm_value_batch: int = 64
+    """Roll-outs per value-model step when the curriculum starts them from G(2, path_len)'s value model."""
     rl_steps: int = 150
     """REINFORCE steps (32 graphs × 4 samples each)."""
     rl_lr: float = 1e-4
@@ -171,6 +181,10 @@ PRESETS: dict[str, dict] = {
         value_batch=16,
         rounds=2,
         hop_graphs=64,
+        curriculum_preset="smoke",
+        warm_pretrain_steps=20,
+        warm_value_steps=10,
+        warm_value_batch=16,
     ),
 }
 
@@ -240,15 +254,33 @@ def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: P
     return folder
 
 
-def reference_config(cfg: StarGraphConfig) -> StarGraphConfig:
-    """The settings π_ref is pretrained with: under the curriculum, warm-started from G(2, l)'s π_ref (pretrained
-    now if it is not cached) for warm_pretrain_steps."""
-    if cfg.ref_init is not None or not cfg.curriculum or cfg.degree <= 2:
+def curriculum_run(cfg: StarGraphConfig) -> StarGraphConfig:
+    """The G(2, path_len) run a G(d, path_len) run starts from: its preset's sizes, this run's labels, π_ref size,
+    extra value layers and seed; its folder under the cache is named by its settings."""
+    shared = ("path_len", "n_labels", "ref_layers", "ref_hidden", "value_extra_layers", "seed", "cache")
+    first = StarGraphConfig(**PRESETS[cfg.curriculum_preset] | {f: getattr(cfg, f) for f in shared} | {"degree": 2})
+    settings = {k: v for k, v in dataclasses.asdict(first).items() if k not in ("out", "cache")}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return dataclasses.replace(first, out=cfg.cache / f"G2-{cfg.path_len}-{cfg.curriculum_preset}-run-{key}")
+
+
+def with_curriculum(cfg: StarGraphConfig) -> StarGraphConfig:
+    """The settings this run trains with: under the curriculum, π_ref and the value models start from those of the
+    G(2, path_len) run (run now if it is not cached)."""
+    if not cfg.curriculum or cfg.degree <= 2 or (cfg.ref_init is not None and cfg.value_init is not None):
         return cfg
-    first = dataclasses.replace(cfg, degree=2)
+    first = curriculum_run(cfg)
+    print(f"[curriculum] G(2, {cfg.path_len}) first, in {first.out}", flush=True)
+    run(first)
     first_task = make_task(first)
-    start = pretrained_reference(first, first_task, first_task.tokenizer())
-    return dataclasses.replace(cfg, ref_init=start, pretrain_steps=cfg.warm_pretrain_steps)
+    changes: dict[str, Any] = {}
+    if cfg.ref_init is None:
+        start = pretrained_reference(first, first_task, first_task.tokenizer())
+        changes |= {"ref_init": start, "pretrain_steps": cfg.warm_pretrain_steps}
+    if cfg.value_init is None:
+        start = first.out / "pipeline" / f"round-{first.rounds}" / "qsharp" / "model"
+        changes |= {"value_init": start, "value_steps": cfg.warm_value_steps, "value_batch": cfg.warm_value_batch}
+    return dataclasses.replace(cfg, **changes)
 
 
 def load_policy(folder: Path) -> PreTrainedModel:
@@ -518,8 +550,10 @@ def run(cfg: StarGraphConfig) -> dict:
     introduced = {"ref_init": None, "curriculum": False, "warm_pretrain_steps": 600, "future_tokens": 0}
     # as runs made before these settings had them
     introduced |= {"future_weight": 1.0, "hop_graphs": 1024, "future_targets": "rollout", "value_extra_layers": 0}
-    introduced |= {"cd": True, "value_init": None}
+    introduced |= {"cd": True, "value_init": None, "curriculum_preset": "quick", "warm_value_steps": 2000}
+    introduced |= {"warm_value_batch": 64}
     record_run_settings(cfg.out / "config.json", settings, ignore=("out", "cache"), introduced=introduced)
+    cfg = with_curriculum(cfg)
     torch.manual_seed(cfg.seed)
     task = make_task(cfg)
     tokenizer = task.tokenizer()
@@ -529,15 +563,13 @@ def run(cfg: StarGraphConfig) -> dict:
     def evaluate(model: PreTrainedModel) -> dict:
         return evaluate_policy(model, tokenizer, task, test, seed=cfg.seed)
 
-    ref_cfg = reference_config(cfg)
-
     def pretrain() -> dict:
-        folder = pretrained_reference(ref_cfg, task, tokenizer)
+        folder = pretrained_reference(cfg, task, tokenizer)
         model = load_policy(folder)
         return {"folder": str(folder), "teacher_forced": policy.teacher_forced_accuracy(model, tokenizer, test[:500])}
 
     stages["pretrain"] = run_stage(cfg, "pretrain", pretrain)
-    ref = pretrained_reference(ref_cfg, task, tokenizer)  # the cache, or pretrained again if it was deleted
+    ref = pretrained_reference(cfg, task, tokenizer)  # the cache, or pretrained again if it was deleted
     stages["pi_ref"] = run_stage(cfg, "pi_ref", lambda: evaluate(load_policy(ref)))
 
     def reinforce(model: PreTrainedModel) -> list[dict]:

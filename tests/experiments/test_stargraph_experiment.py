@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,14 +103,22 @@ def test_pi_ref_pretraining_can_start_from_another_star_graphs_pi_ref(smoke_run,
         stargraph.pretrained_reference(wider, task, task.tokenizer())
 
 
-def test_the_value_models_can_start_from_another_star_graphs_value_model(smoke_run, tmp_path):
+def test_the_curriculum_starts_pi_ref_and_the_value_models_from_a_g2_run(tmp_path):
     stargraph = pytest.importorskip("stargraph")
-    root, _ = smoke_run
-    init = root / "run" / "pipeline" / "round-1" / "qsharp" / "model"
-    extra = ("--no-cd", "--rounds", "1", "--value-lr", "1e-12", "--value-init", str(init))
-    result = run_driver(tmp_path / "run", root / "cache", *extra)  # a learning rate too small to move a weight
+    cmd = [sys.executable, str(PYTHON_DIR / "stargraph.py"), "--preset", "smoke", "--degree", "3", "--path-len", "3"]
+    unmoved = ("--warm-pretrain-steps", "0", "--value-lr", "1e-12", "--no-cd", "--rounds", "1")  # nothing may move
+    extra = ("--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), *unmoved)
+    result = subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    trained = tmp_path / "run" / "pipeline" / "round-1" / "qsharp" / "model"
-    start, after = (stargraph.ValueModel.from_pretrained(f).backbone.state_dict() for f in (init, trained))
-    assert start.keys() == after.keys()
-    assert all(torch.allclose(after[k], start[k], atol=1e-6) for k in start)  # its layers, not π_ref's + fresh
+    (first,) = (tmp_path / "cache").glob("G2-3-smoke-run-*")  # the smoke G(2, 3) run, kept in the cache
+    assert json.loads((first / "results.json").read_text())["config"]["degree"] == 2
+    pretrain = json.loads((tmp_path / "run" / "stages" / "pretrain.json").read_text())
+    first_ref = json.loads((first / "stages" / "pretrain.json").read_text())["folder"]
+    warm, start = (stargraph.load_policy(Path(f)).state_dict() for f in (pretrain["folder"], first_ref))
+    assert pretrain["folder"] != first_ref and all(torch.equal(warm[k], start[k]) for k in start)  # G(2,3)'s π_ref
+    trained, init = (
+        stargraph.ValueModel.from_pretrained(f / "pipeline" / f"round-{r}" / "qsharp" / "model").backbone.state_dict()
+        for f, r in ((tmp_path / "run", 1), (first, 2))
+    )
+    assert init.keys() == trained.keys()
+    assert all(torch.allclose(trained[k], init[k], atol=1e-6) for k in init)  # G(2,3)'s value model's layers
