@@ -40,13 +40,11 @@ import torch
 import tyro
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from qsharp_ext.errors import UserError
+from qsharp_ext import PipelineConfig, UserError, ValueModel, run_pipeline
 from qsharp_ext.io import atomic_write_text, record_run_settings
-from qsharp_ext.pipeline import PipelineConfig, run_pipeline
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Problem, StarGraphTask
 from qsharp_ext.tasks.stargraph import make_stargraph_reference
-from qsharp_ext.value_model import ValueModel
 
 METHODS = ("pi_ref", "reinforce", "dpo", "rpo", "cd", "qsharp")
 

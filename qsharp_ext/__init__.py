@@ -6,6 +6,10 @@ and a reward function in, a trained value model out), tasks (`Task`, `Problem`, 
 each a function of its typed config (`run_collect(CollectConfig)`, `run_train(TrainConfig)`,
 `run_evaluate(EvaluateConfig)`, `run_pipeline(PipelineConfig)`, `run_generate(GenerateConfig)`: what the
 `qsharp-ext` commands call), load `transformers` on first use. Every mistake a user can make is a `UserError`.
+
+The public API is this namespace, `qsharp_ext.tasks` (the tasks and what a custom one needs), `qsharp_ext.io`
+(run-folder files: atomic writes, JSON, Markdown tables, a run's recorded settings) and `qsharp_ext.plots`
+(figures); every other module is the library's inside and may change.
 """
 
 from importlib import import_module
