@@ -41,7 +41,7 @@ import tyro
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 from qsharp_ext import PipelineConfig, UserError, ValueModel, run_pipeline
-from qsharp_ext.io import atomic_write_text, record_run_settings
+from qsharp_ext.io import atomic_write_text, record_run_settings, write_folder
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Problem, StarGraphTask
 from qsharp_ext.tasks.stargraph import make_stargraph_reference
@@ -244,12 +244,13 @@ def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: P
     records = policy.pretrain(
         model, tokenizer, task.pretrain_problems(), steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed
     )
-    tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    atomic_write_text(tmp / "pretrain_losses.json", json.dumps([r["loss"] for r in records]))
-    tmp.rename(folder)
-    return folder
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_text(tmp / "pretrain_losses.json", json.dumps([r["loss"] for r in records]))
+
+    return write_folder(folder, fill)
 
 
 def curriculum_run(cfg: StarGraphConfig) -> StarGraphConfig:
@@ -362,11 +363,12 @@ def value_base(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> Path:
             f"value_init {cfg.value_init} is not a star-graph value model of π_ref's labels and width"
         ) from err
     base.lm_head.load_state_dict(reference.lm_head.state_dict())
-    tmp = folder.with_name(folder.name + ".tmp")
-    base.save_pretrained(tmp)
-    task.tokenizer().save_pretrained(tmp)
-    tmp.rename(folder)
-    return folder
+
+    def fill(tmp: Path) -> None:
+        base.save_pretrained(tmp)
+        task.tokenizer().save_pretrained(tmp)
+
+    return write_folder(folder, fill)
 
 
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:

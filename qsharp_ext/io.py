@@ -1,4 +1,4 @@
-"""Writing results so that a crash never leaves a half-written file: temp file, then rename.
+"""Writing results so that a crash never leaves a half-written file or folder: temp file or folder, then rename.
 
 Also the one check of an output location that every stage makes before any model loads (`check_output_folder`,
 `check_output_file`).
@@ -10,7 +10,8 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,22 @@ def make_temp_folder(folder: Path, name: str) -> Path:
     (tempfile.mkdtemp's 0700 would survive the rename)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     return _fresh(Path(folder), name, lambda tmp: os.mkdir(tmp, 0o777))[1]
+
+
+def write_folder(folder: Path, fill: Callable[[Path], None]) -> Path:
+    """`folder`, complete or not at all: `fill(tmp)` writes into a new hidden folder beside it, which is then
+    renamed into place (an empty folder already there is replaced; anything else there stops the rename)."""
+    folder = Path(folder)
+    tmp = make_temp_folder(folder.parent, folder.name)
+    try:
+        fill(tmp)
+        if folder.exists():
+            folder.rmdir()
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

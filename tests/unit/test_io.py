@@ -14,6 +14,7 @@ from qsharp_ext.io import (
     make_temp_folder,
     markdown_table,
     record_run_settings,
+    write_folder,
     write_json,
 )
 
@@ -118,3 +119,23 @@ def test_a_setting_introduced_later_holds_its_old_value_in_older_records(tmp_pat
     fresh = tmp_path / "new.json"
     record_run_settings(fresh, {"lr": 0.1, "vllm": False}, introduced={"vllm": False})
     assert '"vllm": false' in fresh.read_text()  # new folders record every setting
+
+
+def test_a_folder_appears_complete_or_not_at_all(tmp_path):
+    def fill(tmp):
+        (tmp / "a.txt").write_text("a")
+
+    assert write_folder(tmp_path / "m", fill) == tmp_path / "m" and (tmp_path / "m" / "a.txt").read_text() == "a"
+    (tmp_path / "empty").mkdir()
+    write_folder(tmp_path / "empty", fill)  # an empty folder there is replaced
+    assert (tmp_path / "empty" / "a.txt").is_file()
+
+    def crash(tmp):
+        fill(tmp)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path / "n", crash)
+    with pytest.raises(OSError):
+        write_folder(tmp_path / "m", fill)  # a folder with files there stops the rename
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "m"]  # no half-written folder, no temp left
