@@ -80,8 +80,8 @@ class StarGraphConfig:
     """Start π_ref's pretraining from this pretrained star-graph π_ref (same labels, layers and width)
     instead of random weights: a curriculum, e.g. G(2,5)'s π_ref, which already follows edges, for G(5,5)."""
     curriculum: bool = True
-    """For degree > 2: first run the curriculum_preset experiment on G(2, path_len) (same labels, π_ref size, extra
-    value layers and seed; kept under --cache and reused) and start from it: π_ref from its π_ref for
+    """For degree > 2: first run the curriculum_preset experiment on G(2, path_len) (same labels, π_ref size, value
+    layers, future-token objective and seed; kept under --cache and reused) and start from it: π_ref from its π_ref for
     warm_pretrain_steps (unless --ref-init), the value models from its Q♯ value model for warm_value_steps of
     warm_value_batch (unless --value-init). Started from scratch on G(5,5), neither π_ref (2,000 steps) nor the
     value model (1,500 steps) learned to follow edges."""
@@ -255,8 +255,10 @@ def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: P
 
 def curriculum_run(cfg: StarGraphConfig) -> StarGraphConfig:
     """The G(2, path_len) run a G(d, path_len) run starts from: its preset's sizes, this run's labels, π_ref size,
-    extra value layers and seed; its folder under the cache is named by its settings."""
+    value-model layers and objective (so that an ablation of the objective is one throughout) and seed; its
+    folder under the cache is named by its settings."""
     shared = ("path_len", "n_labels", "ref_layers", "ref_hidden", "value_extra_layers", "seed", "cache")
+    shared += ("future_tokens", "future_weight", "future_targets")
     first = StarGraphConfig(**PRESETS[cfg.curriculum_preset] | {f: getattr(cfg, f) for f in shared} | {"degree": 2})
     settings = {k: v for k, v in dataclasses.asdict(first).items() if k not in ("out", "cache")}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
