@@ -226,8 +226,12 @@ def reference_folder(cfg: StarGraphConfig, task: StarGraphTask) -> Path:
     settings = {**task.settings(), **{f: getattr(cfg, f) for f in fields}}
     if cfg.ref_init is not None:  # only then, so the π_refs cached before the option keep their folders
         settings["ref_init"] = Path(cfg.ref_init).name
-    key = json.dumps(settings, sort_keys=True)
-    return cfg.cache / f"G{cfg.degree}-{cfg.path_len}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return cfg.cache / f"G{cfg.degree}-{cfg.path_len}-{settings_key(settings)}"
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A cache folder's name suffix: 12 hex digits of the settings' hash."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def pretrained_reference(cfg: StarGraphConfig, task: StarGraphTask, tokenizer: PreTrainedTokenizerFast) -> Path:
@@ -261,8 +265,8 @@ def curriculum_run(cfg: StarGraphConfig) -> StarGraphConfig:
     shared += ("future_tokens", "future_weight", "future_targets")
     first = StarGraphConfig(**PRESETS[cfg.curriculum_preset] | {f: getattr(cfg, f) for f in shared} | {"degree": 2})
     settings = {k: v for k, v in dataclasses.asdict(first).items() if k not in ("out", "cache")}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return dataclasses.replace(first, out=cfg.cache / f"G2-{cfg.path_len}-{cfg.curriculum_preset}-run-{key}")
+    name = f"G2-{cfg.path_len}-{cfg.curriculum_preset}-run-{settings_key(settings)}"
+    return dataclasses.replace(first, out=cfg.cache / name)
 
 
 def with_curriculum(cfg: StarGraphConfig) -> StarGraphConfig:
