@@ -40,7 +40,15 @@ import torch
 import tyro
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from qsharp_ext import PipelineConfig, UserError, ValueModel, run_pipeline
+from qsharp_ext import (
+    CollectSettings,
+    EvaluateSettings,
+    PipelineConfig,
+    TrainSettings,
+    UserError,
+    ValueModel,
+    run_pipeline,
+)
 from qsharp_ext.io import atomic_write_text, record_run_settings, write_folder
 from qsharp_ext.plots import save_figure
 from qsharp_ext.tasks import Problem, StarGraphTask
@@ -380,15 +388,18 @@ def value_base(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> Path:
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
     vocab = len(task.tokenizer())
-    pipeline = PipelineConfig(
-        out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds,
-        samples_per_prompt=cfg.value_samples, max_train_prompts=cfg.value_prompts, collect_eta=cfg.eta,
-        max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, **value_layers(cfg, task, ref),
-        kind="bernoulli", parameterization="v", train_steps=cfg.value_steps, batch_size=cfg.value_batch,
+    every = max(cfg.value_steps // 5, 1)
+    train = TrainSettings(
+        **value_layers(cfg, task, ref), parameterization="v", steps=cfg.value_steps, batch_size=cfg.value_batch,
         lr=cfg.value_lr, head_init="linear", future_tokens=future_tokens(cfg), future_weight=cfg.future_weight,
-        future_targets=cfg.future_targets,
-        train_eval_every=max(cfg.value_steps // 5, 1), train_cd=cfg.cd, etas=(cfg.eta,),
-        eval_samples=1, max_eval_prompts=cfg.n_test, evaluate_every_round=True, seed=cfg.seed, device="cpu",
+        future_targets=cfg.future_targets, eval_every=every, save_every=every,
+    )  # fmt: skip
+    pipeline = PipelineConfig(
+        out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds, kind="bernoulli",
+        collect=CollectSettings(samples_per_prompt=cfg.value_samples, max_prompts=cfg.value_prompts, eta=cfg.eta),
+        train=train, evaluate=EvaluateSettings(etas=(None, cfg.eta), num_samples=1, max_prompts=cfg.n_test),
+        max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, train_cd=cfg.cd,
+        evaluate_every_round=True, seed=cfg.seed, device="cpu",
     )  # fmt: skip
     rows = run_pipeline(pipeline, task=task)
     pick = {r["method"]: r for r in rows}

@@ -128,7 +128,7 @@ def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
     rows = []
     for layers in opts.layers:
         train = train_config(cfg, ref, 1, cfg.kind)  # the run's own round-1 Q♯ when L is the run's depth
-        if layers != cfg.num_layers:
+        if layers != cfg.train.num_layers:
             train = dataclasses.replace(train, out=opts.run / "sweep" / f"L{layers}", num_layers=layers)
         print(f"sweep: L = {layers}")
         metrics = trained(train)
@@ -140,7 +140,7 @@ def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
         })  # fmt: skip
     folder = opts.run / "sweep"
     write_json(folder / "sweep.json", rows)
-    header = f"# Value-model depth: round 1's data, {cfg.train_steps} steps each (π_ref {ref_params:,} parameters)\n\n"
+    header = f"# Value-model depth: round 1's data, {cfg.train.steps} steps each (π_ref {ref_params:,} parameters)\n\n"
     columns = ["layers", "value_params", "roc_auc", "within_prompt_auc", "eval_loss", "ece", "train_seconds"]
     atomic_write_text(folder / "sweep.md", header + markdown_table(rows, columns))
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -159,14 +159,15 @@ def run_sweep(opts: Sweep) -> list[dict[str, Any]]:
 
 def variants(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """Each ablation as the changes it makes to the run's training config."""
-    other_head = "q" if cfg.parameterization == "v" else "v"
-    other_fit = ("MSE regression of the mean", "mse") if cfg.fit == "likelihood" else ("likelihood fit", "likelihood")
+    other_head = "q" if cfg.train.parameterization == "v" else "v"
+    fit = cfg.train.fit
+    other_fit = ("MSE regression of the mean", "mse") if fit == "likelihood" else ("likelihood fit", "likelihood")
     # An LM-head start exists for a Q-type head only (one row per candidate token): a V-type head starts fresh.
-    head_start = {"head_init": "fresh"} if cfg.head_init == "lm_head" else {}
+    head_start = {"head_init": "fresh"} if cfg.train.head_init == "lm_head" else {}
     return {
         f"{other_head.upper()}-type head": {"parameterization": other_head, **head_start},
         other_fit[0]: {"fit": other_fit[1]},
-        "switch position only (no prefix extension)": {"prefix_extension": not cfg.prefix_extension},
+        "switch position only (no prefix extension)": {"prefix_extension": not cfg.train.prefix_extension},
     }
 
 
@@ -193,7 +194,7 @@ def evaluate_model(
     results = out / "results.json"
     if not (results.is_file() and (out / "samples.jsonl").is_file()):
         evaluate = EvaluateConfig(
-            out=out, ref_model=ref, qsharp_model=str(model), etas=(eta,), num_samples=cfg.eval_samples,
+            out=out, ref_model=ref, qsharp_model=str(model), etas=(eta,), num_samples=cfg.evaluate.num_samples,
             max_prompts=n_prompts, **decode_fields(cfg),
         )  # fmt: skip
         run_evaluate(evaluate, task=task)
@@ -212,7 +213,7 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
     for name, changes in variants(cfg).items():
         print(f"ablation: {name}")
         models[name] = train_variant(cfg, ref, folder / f"{slug(name)}-r{opts.rounds}", changes, opts.rounds)
-    n_prompts = opts.max_prompts or cfg.max_eval_prompts
+    n_prompts = opts.max_prompts or cfg.evaluate.max_prompts
     evals, rows = folder / f"eval-eta{opts.eta:g}-prompts-{n_prompts or 'all'}", []
     for name, model in models.items():
         if not (model / "qsharp_value.json").is_file():
@@ -227,7 +228,8 @@ def run_ablations(opts: Ablations) -> list[dict[str, Any]]:
         mine = torch.tensor([per_prompt[row["variant"]][p] for p in prompts])
         row["delta"], row["delta_se"] = paired_gain(mine, base)
     write_json(folder / "ablations.json", rows)
-    header = (f"# Ablations at η = {opts.eta:g}: {n_prompts or 'all'} evaluation prompts × {cfg.eval_samples} samples, "
+    samples = cfg.evaluate.num_samples
+    header = (f"# Ablations at η = {opts.eta:g}: {n_prompts or 'all'} evaluation prompts × {samples} samples, "
               "the same noise for every variant; delta ± paired SE against the first row\n\n")  # fmt: skip
     columns = ["variant", "pass@1", "pass@1_se", "delta", "delta_se", "kl", "maj@n", "pass@n"]
     atomic_write_text(folder / "ablations.md", header + markdown_table(rows, columns))

@@ -5,7 +5,8 @@ API (`guided_generate`, `ValueModel`, `QSharpLogitsProcessor`, `train_value_mode
 and a reward function in, a trained value model out), tasks (`Task`, `Problem`, `make_task`) and the stages,
 each a function of its typed config (`run_collect(CollectConfig)`, `run_train(TrainConfig)`,
 `run_evaluate(EvaluateConfig)`, `run_pipeline(PipelineConfig)`, `run_generate(GenerateConfig)`: what the
-`qsharp-ext` commands call), load `transformers` on first use. Every mistake a user can make is a `UserError`.
+`qsharp-ext` commands call; a pipeline nests each stage's `CollectSettings`, `TrainSettings`,
+`EvaluateSettings`), load `transformers` on first use. Every mistake a user can make is a `UserError`.
 
 The public API is this namespace, `qsharp_ext.tasks` (the tasks and what a custom one needs), `qsharp_ext.io`
 (run-folder files: atomic writes, JSON, Markdown tables, a run's recorded settings) and `qsharp_ext.plots`
@@ -41,10 +42,13 @@ _LAZY = {
     "UserError": "qsharp_ext.errors",
     "run_collect": "qsharp_ext.rollouts",
     "CollectConfig": "qsharp_ext.rollouts",
+    "CollectSettings": "qsharp_ext.rollouts",
     "run_train": "qsharp_ext.training",
     "TrainConfig": "qsharp_ext.training",
+    "TrainSettings": "qsharp_ext.training",
     "run_evaluate": "qsharp_ext.evaluation",
     "EvaluateConfig": "qsharp_ext.evaluation",
+    "EvaluateSettings": "qsharp_ext.evaluation",
     "run_pipeline": "qsharp_ext.pipeline",
     "PipelineConfig": "qsharp_ext.pipeline",
     "run_generate": "qsharp_ext.generate_cli",
@@ -64,7 +68,9 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CollectConfig",
+    "CollectSettings",
     "EvaluateConfig",
+    "EvaluateSettings",
     "GenerateConfig",
     "GenerationOutput",
     "PipelineConfig",
@@ -72,6 +78,7 @@ __all__ = [
     "QSharpLogitsProcessor",
     "Task",
     "TrainConfig",
+    "TrainSettings",
     "UserError",
     "ValueModel",
     "__version__",

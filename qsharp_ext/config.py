@@ -35,10 +35,35 @@ def check_field_types(cfg: Any) -> None:
     hints = typing.get_type_hints(type(cfg))
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
+        if _is_settings(hints[field.name]):
+            object.__setattr__(cfg, field.name, _nested(field.name, hints[field.name], value))
+            continue
         ok, converted = _convert(hints[field.name], value)
         if not ok:
             raise UserError(f"{field.name} must be {_describe(hints[field.name])}, not {value!r}")
         object.__setattr__(cfg, field.name, converted)
+
+
+def _is_settings(hint: Any) -> bool:
+    """Whether a field holds a nested settings dataclass (a pipeline's `train`, `collect`, `evaluate`)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _nested(name: str, cls: type, value: Any) -> Any:
+    """A nested settings field: an instance of `cls` as given, or built from a mapping of its fields; an
+    error inside it names the field by its dotted path (`train.lr`)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, typing.Mapping):
+        raise UserError(f"{name} must be a {cls.__name__} or a mapping of its fields, not {value!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise UserError(f"{name} has no field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**value)
+    except UserError as err:
+        raise UserError(f"{name}.{err}") from None
 
 
 def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
@@ -100,13 +125,23 @@ def load_yaml_fields(path: Path, config_cls: type) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(fields, dict):
         raise UserError(f"config file {path} must hold a mapping of field names to values")
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise UserError(
-            f"config file {path} sets unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
+    _check_known(path, fields, config_cls, "")
     return fields
+
+
+def _check_known(path: Path, fields: dict[str, Any], config_cls: type, prefix: str) -> None:
+    """Every key a field of `config_cls`; a nested settings field's mapping checked against its own fields."""
+    hints = typing.get_type_hints(config_cls)
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(f"{prefix}{name}" for name in set(fields) - known)
+    if unknown:
+        names = ", ".join(sorted(prefix + name for name in known))
+        raise UserError(f"config file {path} sets unknown field(s) {', '.join(unknown)}; known: {names}")
+    for name, value in fields.items():
+        if _is_settings(hints[name]):
+            if not isinstance(value, dict):
+                raise UserError(f"config file {path}: {prefix}{name} must be a mapping of its fields")
+            _check_known(path, value, hints[name], f"{prefix}{name}.")
 
 
 def split_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
@@ -126,16 +161,20 @@ def split_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
     return path, rest
 
 
-def fields_to_flags(fields: dict[str, Any]) -> list[str]:
+def fields_to_flags(fields: dict[str, Any], config_cls: type | None = None, prefix: str = "--") -> list[str]:
     """YAML fields as tyro flags: `{"top_k": 20, "etas": [1, 0.1], "bf16": true}` → `--top-k 20 --etas 1 0.1 --bf16`.
 
-    A mapping becomes KEY=VALUE items (VALUE as JSON), which `parse_key_values` reads back.
+    A nested settings field's mapping becomes its fields' dotted flags (`train: {lr: 0.001}` → `--train.lr
+    0.001`); another mapping becomes KEY=VALUE items (VALUE as JSON), which `parse_key_values` reads back.
     """
+    hints = typing.get_type_hints(config_cls) if config_cls is not None else {}
     args: list[str] = []
     for name, value in fields.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
+        flag = prefix + name.replace("_", "-")
+        if name in hints and _is_settings(hints[name]):
+            args += fields_to_flags(value, hints[name], flag + ".")
+        elif isinstance(value, bool):
+            args.append(flag if value else prefix + "no-" + name.replace("_", "-"))
         elif isinstance(value, list | tuple):
             args += [flag, *map(str, value)]
         elif isinstance(value, dict):
@@ -166,7 +205,7 @@ def parse_key_values(items: Sequence[str], what: str) -> dict[str, Any]:
 def parse_config(config_cls: type[C], argv: list[str], prog: str, description: str) -> C:
     """Build `config_cls` from an optional `--config` YAML file plus command-line overrides."""
     path, rest = split_config_flag(argv)
-    file_args = fields_to_flags(load_yaml_fields(path, config_cls)) if path else []
+    file_args = fields_to_flags(load_yaml_fields(path, config_cls), config_cls) if path else []
     description += "\n\nAll fields can also be set from a YAML file with --config FILE.yaml; flags override it."
     return tyro.cli(config_cls, args=file_args + rest, prog=prog, description=description)
 

@@ -51,19 +51,11 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-@dataclasses.dataclass
-class EvaluateConfig(ScaleOptions, DecodeOptions):
-    """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
+@dataclasses.dataclass(kw_only=True)
+class EvaluateSettings:
+    """Which rows to sample and how many: `evaluate`'s fields that a pipeline's rounds share, nested there as
+    `--evaluate.FIELD` (each round fills in its folder and value models)."""
 
-    out: Path
-    """Folder for results.json, results.md, pareto.png and samples.jsonl (every sample and its reward); a
-    rerun into it after a crash resumes from the finished batches kept in its units/ folder."""
-    ref_model: str
-    """π_ref: a local folder or a Hugging Face model id."""
-    qsharp_model: str | None = None
-    """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
-    cd_model: str | None = None
-    """Saved CD value model (mean head); its rows are skipped when absent."""
     etas: tuple[float | None, ...] = (None, 1.0, 0.3, 0.1, 0.03)
     """η values: each positive η gives a Q♯ and a CD row (one trained model each serves them all); None gives
     π_ref's own row (unguided: `None` on the command line, `null` in YAML), against which `gain` is measured.
@@ -83,6 +75,21 @@ class EvaluateConfig(ScaleOptions, DecodeOptions):
 
     def __post_init__(self) -> None:
         check_field_types(self)
+
+
+@dataclasses.dataclass
+class EvaluateConfig(ScaleOptions, DecodeOptions, EvaluateSettings):
+    """Evaluate π_ref, CD and Q♯ at several η on a task's evaluation prompts."""
+
+    out: Path
+    """Folder for results.json, results.md, pareto.png and samples.jsonl (every sample and its reward); a
+    rerun into it after a crash resumes from the finished batches kept in its units/ folder."""
+    ref_model: str
+    """π_ref: a local folder or a Hugging Face model id."""
+    qsharp_model: str | None = None
+    """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
+    cd_model: str | None = None
+    """Saved CD value model (mean head); its rows are skipped when absent."""
 
 
 def standard_error(per_prompt: torch.Tensor) -> float:

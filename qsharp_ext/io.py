@@ -111,6 +111,18 @@ def as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+def dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings flattened to dotted names (`{"train": {"lr": 1}}` → `{"train.lr": 1}`), so that a refusal
+    names the one nested field that changed."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat |= dotted(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def record_run_settings(
     path: Path, settings: dict[str, Any], ignore: Collection[str] = (), introduced: Mapping[str, Any] | None = None
 ) -> None:
@@ -125,7 +137,8 @@ def record_run_settings(
     if not Path(path).is_file():
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
-    started = as_json(dict(introduced or {})) | json.loads(Path(path).read_text())
+    started = dotted(as_json(dict(introduced or {})) | json.loads(Path(path).read_text()))
+    current = dotted(current)
     changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
     if changed:
         folder, names = Path(path).parent, ", ".join(changed)

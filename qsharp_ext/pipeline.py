@@ -26,18 +26,17 @@ from typing import Literal
 
 import torch
 
-from qsharp_ext import evaluation, rollouts, train_checkpoints, train_report, training
-from qsharp_ext.config import check_field_types
+from qsharp_ext import evaluation, rollouts, train_report, training
+from qsharp_ext.config import base_fields, check_field_types
 from qsharp_ext.decode_options import DecodeOptions, decode_fields
 from qsharp_ext.errors import UserError
-from qsharp_ext.evaluation import EvaluateConfig, run_evaluate, summary_line
+from qsharp_ext.evaluation import EvaluateConfig, EvaluateSettings, run_evaluate, summary_line
 from qsharp_ext.io import check_output_folder, record_run_settings, write_folder
 from qsharp_ext.loading import resolve_dtype
-from qsharp_ext.rollouts import CollectConfig, run_collect
+from qsharp_ext.rollouts import CollectConfig, CollectSettings, run_collect
 from qsharp_ext.scale.options import PLACEMENT_FIELDS, ScaleOptions, check_scale_options, scale_fields
 from qsharp_ext.tasks import Task, build_task
-from qsharp_ext.training import TrainConfig, run_train
-from qsharp_ext.value_model import HeadInit, Parameterization
+from qsharp_ext.training import TrainConfig, TrainSettings, run_train
 
 TINY = "tiny"
 
@@ -46,7 +45,10 @@ TINY = "tiny"
 class PipelineConfig(ScaleOptions, DecodeOptions):
     """Rounds of DAgger data collection, value-model training and evaluation (Q♯, CD, π_ref).
 
-    The scale-out fields (Ray workers, vLLM sampling) apply to collect and evaluate; training runs here.
+    Each stage's own settings are nested under its name, with the stage command's defaults and meaning:
+    `--collect.samples-per-prompt`, `--train.lr`, `--evaluate.etas` (in YAML, a `train:` mapping and so on);
+    see `collect --help`, `train --help`, `evaluate --help`. The decoding fields (task, top_k, ...) are shared
+    by collect and evaluate; the scale-out fields (Ray workers, vLLM sampling) apply to them; training runs here.
     """
 
     out: Path = Path("runs/pipeline")
@@ -55,64 +57,21 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     """π_ref: a folder or hub id; `tiny` makes a small random Llama over the task's words (synthetic tasks)."""
     rounds: int = 2
     """DAgger rounds (the paper uses 2)."""
-    samples_per_prompt: int = 16
-    """Roll-outs per training prompt and round."""
-    max_train_prompts: int | None = None
-    """Use only the first N training prompts."""
-    collect_eta: float = 0.1
-    """η of the guided roll-in from round 2 on."""
-    value_model_base: str | None = None
-    """Build the value models from this causal LM (folder or hub id) with π_ref's tokenizer instead of from π_ref."""
-    num_layers: int | None = 2
-    """First layers of π_ref (or value_model_base) copied into the value models; 0 or None: all of them."""
-    extra_layers: int = 0
-    """Freshly initialised layers the value models add on top of the copied ones."""
     kind: Literal["bernoulli", "histogram"] = "bernoulli"
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
-    parameterization: Parameterization = "v"
-    """v (score each candidate prefix) or q (one distribution per next token)."""
-    head_init: HeadInit = "fresh"
-    """Q♯ head's start: fresh (small weights), linear (torch.nn.Linear's scale; the CD baseline's head too), or
-    lm_head (a Q-type bernoulli head on all layers, num_layers 0, starts as the source model's LM head; see
-    `train --help`; the CD baseline's mean head then starts fresh)."""
-    prefix_extension: bool = True
-    """Label every prefix from the switch step on with the final reward; False: the switch prefix only."""
-    fit: training.Fit = "likelihood"
-    """Q♯ head's loss: likelihood (BCE / two-hot NLL) or mse (regress its expected reward; an ablation)."""
-    future_tokens: int = 0
-    """K of the future-token auxiliary objective (both value models): training-only heads also predict the
-    roll-out's next 1 … K tokens at every target position; 0: off. See `train --help`."""
-    future_weight: float = 1.0
-    """λ: the future-token loss's weight beside the value loss."""
-    future_targets: training.FutureTargetsSource = "rollout"
-    """rollout: the heads predict the roll-out's own next tokens; task: the task's targets (from the prompt
-    alone; the star graph has them). See `train --help`."""
-    group_by_prompt: bool = False
-    """Keep all roll-outs of a prompt in the same training batch (make batch_size a multiple of
-    samples_per_prompt)."""
-    train_steps: int = 200
-    """Optimizer steps per round."""
-    batch_size: int = 16
-    """Trajectories per training step."""
-    lr: float = 3e-4
-    """Peak learning rate."""
-    backbone_lr_scale: float = 1.0
-    """The value models' backbone learning rate as a fraction of lr; 0 freezes it and trains the head only."""
-    train_eval_every: int = 50
-    """Held-out metrics and a checkpoint every N training steps."""
     train_cd: bool = True
     """Also train the CD baseline (mean head, MSE) on the same data."""
-    etas: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03)
-    """η values evaluated for Q♯ and CD; π_ref itself is always evaluated too (no None here)."""
-    eval_samples: int = 8
-    """Samples per evaluation prompt."""
-    max_eval_prompts: int | None = None
-    """Evaluate on the first N evaluation prompts."""
     evaluate_every_round: bool = True
     """Evaluate after each round (False: after the last one only)."""
+    collect: CollectSettings = dataclasses.field(default_factory=CollectSettings)
+    """Each round's roll-outs (`eta`: the guided roll-in's η from round 2 on)."""
+    train: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    """Each round's value models, Q♯ and CD alike (each starts from its own previous round's model)."""
+    evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
+    """Each round's evaluation (`etas`: None is π_ref's own row, each η a Q♯ and a CD row)."""
 
     def __post_init__(self) -> None:
-        check_field_types(self)  # PipelineConfig(out="run") works; a wrong type is one sentence
+        check_field_types(self)  # PipelineConfig(out="run", train={"lr": 1e-3}) works; a wrong type is one sentence
 
 
 def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
@@ -120,8 +79,7 @@ def check_run_folder(cfg: PipelineConfig, task: Task) -> None:
     with other ones."""
     settings = {**dataclasses.asdict(cfg), "task_settings": task.settings()}
     ignore = ("out", "device", *PLACEMENT_FIELDS)
-    introduced = {"vllm": False, **train_checkpoints.INTRODUCED}  # settings added later, as older runs had them
-    record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore, introduced=introduced)
+    record_run_settings(cfg.out / "pipeline.json", settings, ignore=ignore)
 
 
 def prepare_reference(cfg: PipelineConfig, task) -> str:
@@ -143,32 +101,21 @@ def prepare_reference(cfg: PipelineConfig, task) -> str:
 
 
 def train_config(cfg: PipelineConfig, ref: str, round_k: int, kind: str) -> TrainConfig:
-    """Round k's training run for one head; it starts from round k-1's model of the same kind."""
+    """Round k's training run for one head; it starts from round k-1's model of the same kind. The CD baseline's
+    mean head fits by its own loss and, under head_init lm_head (a Bernoulli head's start), starts fresh."""
     name = "qsharp" if kind != "mean" else "cd"
     previous = cfg.out / f"round-{round_k - 1}" / name / "model"
+    settings = base_fields(cfg.train, TrainSettings)
+    if kind == "mean":
+        settings["fit"] = "likelihood"
+        settings["head_init"] = "fresh" if cfg.train.head_init == "lm_head" else cfg.train.head_init
     return TrainConfig(
+        **settings,
         out=cfg.out / f"round-{round_k}" / name,
         data=tuple(cfg.out / f"round-{k}" / "data" for k in range(1, round_k + 1)),
         ref_model=ref,
         init_value_model=str(previous) if round_k > 1 else None,
-        value_model_base=cfg.value_model_base,
-        num_layers=cfg.num_layers,
-        extra_layers=cfg.extra_layers,
         kind=kind,
-        parameterization=cfg.parameterization,
-        head_init="fresh" if kind == "mean" and cfg.head_init == "lm_head" else cfg.head_init,
-        prefix_extension=cfg.prefix_extension,
-        fit=cfg.fit if kind != "mean" else "likelihood",
-        future_tokens=cfg.future_tokens,
-        future_weight=cfg.future_weight,
-        future_targets=cfg.future_targets,
-        group_by_prompt=cfg.group_by_prompt,
-        steps=cfg.train_steps,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        backbone_lr_scale=cfg.backbone_lr_scale,
-        eval_every=cfg.train_eval_every,
-        save_every=cfg.train_eval_every,
         bf16=resolve_dtype(cfg.dtype, cfg.device) == torch.bfloat16,
         dtype=cfg.dtype,
         seed=cfg.seed + round_k,
@@ -181,8 +128,7 @@ def collect_config(cfg: PipelineConfig, ref: str, round_k: int) -> CollectConfig
     guide = cfg.out / f"round-{round_k - 1}" / "qsharp" / "model"
     return CollectConfig(
         out=cfg.out / f"round-{round_k}" / "data", ref_model=ref, value_model=str(guide) if round_k > 1 else None,
-        round=round_k, samples_per_prompt=cfg.samples_per_prompt, eta=cfg.collect_eta,
-        max_prompts=cfg.max_train_prompts, **decode_fields(cfg), **scale_fields(cfg),
+        round=round_k, **base_fields(cfg.collect, CollectSettings), **decode_fields(cfg), **scale_fields(cfg),
     )  # fmt: skip
 
 
@@ -191,8 +137,8 @@ def evaluate_config(cfg: PipelineConfig, ref: str, round_k: int) -> EvaluateConf
     folder = cfg.out / f"round-{round_k}"
     return EvaluateConfig(
         out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
-        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, etas=(None, *cfg.etas),
-        num_samples=cfg.eval_samples, max_prompts=cfg.max_eval_prompts, **decode_fields(cfg), **scale_fields(cfg),
+        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, **base_fields(cfg.evaluate, EvaluateSettings),
+        **decode_fields(cfg), **scale_fields(cfg),
     )  # fmt: skip
 
 
@@ -203,8 +149,6 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
     check_output_folder(cfg.out)
     if cfg.rounds < 1:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
-    if None in cfg.etas:
-        raise UserError("the pipeline's etas are the value models' η (π_ref is always evaluated): drop None")
     check_scale_options(cfg)
     stages = [("collect", rollouts.check_config, collect_config(cfg, cfg.ref_model, 1))]
     kinds = (cfg.kind, "mean") if cfg.train_cd else (cfg.kind,)
@@ -215,7 +159,7 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
             check(stage_cfg)
         except UserError as err:
             raise UserError(f"{stage} stage: {err}") from None
-    if cfg.future_targets == "task":
+    if cfg.train.future_targets == "task":
         training.check_task_hook(task)
 
 

@@ -50,8 +50,26 @@ from qsharp_ext.tasks import Problem, Task, build_task
 from qsharp_ext.value_model import ValueModel
 
 
+@dataclasses.dataclass(kw_only=True)
+class CollectSettings:
+    """How much to collect and how: `collect`'s fields that a pipeline's rounds share, nested there as
+    `--collect.FIELD` (each round fills in its folder, number and roll-in value model)."""
+
+    samples_per_prompt: int = 16
+    """Completions per training prompt."""
+    eta: float = 0.1
+    """KL-regularization strength of the guided roll-in (unused without a value model: a pipeline's round 1)."""
+    prompts_per_shard: int = 8
+    """Prompts per shard: the unit of work written at once and skipped on resume."""
+    max_prompts: int | None = None
+    """Use only the first this many training prompts; None: all of them."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
+
 @dataclasses.dataclass
-class CollectConfig(ScaleOptions, DecodeOptions):
+class CollectConfig(ScaleOptions, DecodeOptions, CollectSettings):
     """Collect one round of roll-out data: roll in with π^k, roll out with π_ref, score with the task."""
 
     out: Path
@@ -62,17 +80,6 @@ class CollectConfig(ScaleOptions, DecodeOptions):
     """Folder of the value model that guides the roll-in (this round's π^k); None: π_ref (round 1)."""
     round: int = 1
     """DAgger round number, stored with every sample and mixed into the sample seeds."""
-    samples_per_prompt: int = 16
-    """Completions per training prompt."""
-    eta: float = 0.1
-    """KL-regularization strength of the guided roll-in (unused without a value model)."""
-    prompts_per_shard: int = 8
-    """Prompts per shard: the unit of work written at once and skipped on resume."""
-    max_prompts: int | None = None
-    """Use only the first this many training prompts; None: all of them."""
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
 
 
 def check_config(cfg: CollectConfig) -> None:

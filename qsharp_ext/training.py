@@ -94,20 +94,11 @@ Schedule = Literal["cosine", "constant"]
 Features = Callable[[list[Rollout]], torch.Tensor] | None  # the targets' hidden states of roll-outs, when kept
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Train a value model on roll-outs by supervised learning (prefix extension, one pass per trajectory)."""
+@dataclasses.dataclass(kw_only=True)
+class TrainSettings:
+    """How a value model is built and trained: `train`'s fields that a pipeline's rounds share, nested there as
+    `--train.FIELD` (the rounds fill in the rest: data, π_ref, head kind, seed, where to start from)."""
 
-    out: Path
-    """Run folder: model/, checkpoints/step-N/, metrics.jsonl, training_curve.png, summary.json. A folder
-    holding a checkpoint is resumed from its latest one; a finished run with the same config is not redone."""
-    data: tuple[Path, ...]
-    """Roll-out folders (one per DAgger round); their trajectories are pooled."""
-    ref_model: str
-    """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked. (Called
-    from `train_value_model`, π_ref is already in memory and this is only its name.)"""
-    init_value_model: str | None = None
-    """Start from this saved value model instead of π_ref's first layers (num_layers is then ignored)."""
     value_model_base: str | None = None
     """Build the value model from this causal LM (folder or hub id) instead of π_ref: a smaller model with
     π_ref's tokenizer (a different one is refused); π_ref's weights are then not read at all."""
@@ -119,8 +110,6 @@ class TrainConfig:
     extra_layers: int = 0
     """Freshly initialised layers added on top of the copied ones: room for more steps of lookup in a row than
     π_ref's own depth gives (the star graph's first step needed 4 + 2). Ignored with init_value_model."""
-    kind: HeadKind = "bernoulli"
-    """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
     parameterization: Parameterization = "v"
     """v: position t scores the prefix ending with token t; q: it scores every possible next token."""
     head_init: HeadInit = "fresh"
@@ -172,24 +161,42 @@ class TrainConfig:
     """After warm-up: cosine (decays to 0 at the last step) or constant."""
     grad_clip: float = 1.0
     """Clip the gradient's global norm to this (0: no clipping)."""
-    bf16: bool = False
-    """Run forward and backward under bfloat16 autocast (weights and optimizer state stay float32)."""
-    dtype: DtypeName = "auto"
-    """The dtype π_ref (or value_model_base) is read in to copy its layers: auto (bfloat16 when training on a
-    GPU that has it, else float32), float32, bfloat16 or float16. The value model trains in float32 weights."""
     eval_fraction: float = 0.1
     """Share of prompts held out for evaluation, with all their samples (split by a hash of the prompt id)."""
     eval_every: int = 50
     """Evaluate on the held-out trajectories every this many steps, and at the end."""
     save_every: int = 50
     """Write a checkpoint every this many steps, and at the end (the last two are kept)."""
+
+    def __post_init__(self) -> None:
+        check_field_types(self)  # TrainConfig(out="run") works; TrainConfig(steps="10") is one sentence
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig(TrainSettings):
+    """Train a value model on roll-outs by supervised learning (prefix extension, one pass per trajectory)."""
+
+    out: Path
+    """Run folder: model/, checkpoints/step-N/, metrics.jsonl, training_curve.png, summary.json. A folder
+    holding a checkpoint is resumed from its latest one; a finished run with the same config is not redone."""
+    data: tuple[Path, ...]
+    """Roll-out folders (one per DAgger round); their trajectories are pooled."""
+    ref_model: str
+    """π_ref (folder or hub id): its first layers start the value model and its tokenizer is checked. (Called
+    from `train_value_model`, π_ref is already in memory and this is only its name.)"""
+    init_value_model: str | None = None
+    """Start from this saved value model instead of π_ref's first layers (num_layers is then ignored)."""
+    kind: HeadKind = "bernoulli"
+    """Head: bernoulli (rewards in [0, 1], BCE), histogram (n_atoms on [v_min, v_max], NLL) or mean (CD, MSE)."""
+    bf16: bool = False
+    """Run forward and backward under bfloat16 autocast (weights and optimizer state stay float32)."""
+    dtype: DtypeName = "auto"
+    """The dtype π_ref (or value_model_base) is read in to copy its layers: auto (bfloat16 when training on a
+    GPU that has it, else float32), float32, bfloat16 or float16. The value model trains in float32 weights."""
     seed: int = 0
     """Seed of the head's initialization and of the data order (the same seed trains the same model)."""
     device: str = "auto"
     """auto (the GPU when there is one), cpu, cuda or cuda:N."""
-
-    def __post_init__(self) -> None:
-        check_field_types(self)  # TrainConfig(out="run") works; TrainConfig(steps="10") is one sentence
 
 
 def check_config(cfg: TrainConfig) -> None:

@@ -15,9 +15,9 @@ from qsharp_ext.rollout_data import check_settings, folder_relative, read_manife
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 TINY_RUN = [
-    "--config", str(SMOKE), "--rounds", "2", "--samples-per-prompt", "2", "--max-train-prompts", "8",
-    "--train-steps", "4", "--batch-size", "4", "--train-eval-every", "2", "--no-train-cd", "--etas", "0.3",
-    "--eval-samples", "2", "--max-eval-prompts", "4",
+    "--config", str(SMOKE), "--rounds", "2", "--collect.samples-per-prompt", "2", "--collect.max-prompts", "8",
+    "--train.steps", "4", "--train.batch-size", "4", "--train.eval-every", "2", "--train.save-every", "2",
+    "--no-train-cd", "--evaluate.etas", "None", "0.3", "--evaluate.num-samples", "2", "--evaluate.max-prompts", "4",
 ]  # fmt: skip
 
 

@@ -88,8 +88,9 @@ def test_a_finished_pipeline_is_not_redone(finished_run):
 
 def test_a_run_folder_refuses_other_settings(finished_run):
     out, _ = finished_run
-    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, "--train-steps", "21")
-    assert result.returncode == 1 and "other settings" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), *SMALL, "--train.steps", "21")
+    assert result.returncode == 1 and "other settings (train.steps)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_where_the_work_runs_may_change_between_attempts_but_vllm_sampling_may_not(finished_run):
@@ -112,14 +113,15 @@ def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path)
 
 @pytest.mark.parametrize("head_init", ["fresh", "linear"])
 def test_a_random_head_start_applies_to_the_cd_head_too(head_init):
-    cfg = parse_config(PipelineConfig, ["--config", "configs/smoke.yaml", "--head-init", head_init], "pipeline", "t")
+    argv = ["--config", "configs/smoke.yaml", "--train.head-init", head_init]
+    cfg = parse_config(PipelineConfig, argv, "pipeline", "t")
     qsharp, cd = train_config(cfg, "ref", 1, "bernoulli"), train_config(cfg, "ref", 1, "mean")
     assert (qsharp.head_init, cd.head_init) == (head_init, head_init)
 
 
 def test_the_lm_head_recipe_starts_the_qsharp_head_only_as_the_lm_head():
     cfg = parse_config(PipelineConfig, ["--config", "configs/smollm2-arithmetic-lmhead.yaml"], "pipeline", "test")
-    assert (cfg.num_layers, cfg.parameterization, cfg.backbone_lr_scale) == (0, "q", 0.0)
+    assert (cfg.train.num_layers, cfg.train.parameterization, cfg.train.backbone_lr_scale) == (0, "q", 0.0)
     qsharp, cd = train_config(cfg, "ref", 1, "bernoulli"), train_config(cfg, "ref", 1, "mean")
     assert (qsharp.head_init, cd.head_init) == ("lm_head", "fresh")  # CD's mean head cannot start as an LM head
     for train in (qsharp, cd, train_config(cfg, "ref", 2, "bernoulli")):
@@ -128,8 +130,9 @@ def test_the_lm_head_recipe_starts_the_qsharp_head_only_as_the_lm_head():
 
 def test_future_token_options_reach_both_trainings_from_yaml_and_flags(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("future_tokens: 3\nfuture_weight: 0.5\ngroup_by_prompt: true\nextra_layers: 2\n")
-    cfg = parse_config(PipelineConfig, ["--config", str(recipe), "--future-targets", "task"], "pipeline", "test")
+    recipe.write_text("train:\n  future_tokens: 3\n  future_weight: 0.5\n  group_by_prompt: true\n  extra_layers: 2\n")
+    argv = ["--config", str(recipe), "--train.future-targets", "task"]
+    cfg = parse_config(PipelineConfig, argv, "pipeline", "test")
     for kind in ("bernoulli", "mean"):
         train = train_config(cfg, "ref", 2, kind)
         assert (train.future_tokens, train.future_weight, train.group_by_prompt) == (3, 0.5, True)
@@ -139,8 +142,8 @@ def test_future_token_options_reach_both_trainings_from_yaml_and_flags(tmp_path)
 
 def test_task_targets_on_a_task_without_them_are_refused_before_any_work(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), "--future-tokens", "2",
-                     "--future-targets", "task")  # fmt: skip
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), "--train.future-tokens", "2",
+                     "--train.future-targets", "task")  # fmt: skip
     assert result.returncode != 0 and "future_targets hook" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
 
@@ -148,13 +151,16 @@ def test_task_targets_on_a_task_without_them_are_refused_before_any_work(tmp_pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--etas", "0.1", "inf"], "evaluate stage: eta must be positive and finite"),
-        (["--eval-samples", "0"], "evaluate stage: num_samples must be at least 1"),
-        (["--max-eval-prompts", "-1"], "evaluate stage: max_prompts must be at least 1"),
-        (["--collect-eta", "0"], "collect stage: eta must be positive and finite"),
+        (["--evaluate.etas", "0.1", "inf"], "evaluate stage: eta must be positive and finite"),
+        (["--evaluate.num-samples", "0"], "evaluate stage: num_samples must be at least 1"),
+        (["--evaluate.max-prompts", "-1"], "evaluate stage: max_prompts must be at least 1"),
+        (["--evaluate.prompts-per-batch", "0"], "evaluate stage: prompts_per_batch must be at least 1"),
+        (["--collect.eta", "0"], "collect stage: eta must be positive and finite"),
+        (["--collect.prompts-per-shard", "0"], "collect stage: prompts_per_shard must be at least 1"),
         (["--temperature", "0"], "collect stage: temperature must be positive"),
         (["--top-p", "1.5"], "collect stage: top_p must be in"),
-        (["--max-train-prompts", "0"], "collect stage: max_prompts must be at least 1"),
+        (["--collect.max-prompts", "0"], "collect stage: max_prompts must be at least 1"),
+        (["--train.lr", "0"], "train stage: lr must be positive"),
     ],
 )
 def test_every_stage_setting_is_checked_before_the_run_folder_is_written(tmp_path, args, message):
@@ -167,6 +173,45 @@ def test_every_stage_setting_is_checked_before_the_run_folder_is_written(tmp_pat
 
 def test_a_bad_eta_ends_the_pipeline_in_one_sentence_before_anything_is_collected(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), "--etas", "0.3", "0")
+    result = run_cli("pipeline", "--config", "configs/smoke.yaml", "--out", str(out), "--evaluate.etas", "0.3", "0")
     assert result.returncode == 1 and "evaluate stage: eta must be positive" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_a_stage_setting_has_one_name_in_flags_yaml_and_python(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "train:\n  lr: 0.002\n  prefix_extension: false\ncollect:\n  eta: 0.5\nevaluate:\n  etas: [null, 0.3]\n"
+    )
+    from_yaml = parse_config(PipelineConfig, ["--config", str(recipe)], "pipeline", "test")
+    flags = ["--train.lr", "0.002", "--train.no-prefix-extension", "--collect.eta", "0.5"]
+    flags += ["--evaluate.etas", "None", "0.3"]
+    from_flags = parse_config(PipelineConfig, flags, "pipeline", "test")
+    nested = {"lr": 0.002, "prefix_extension": False}
+    in_python = PipelineConfig(train=nested, collect={"eta": 0.5}, evaluate={"etas": [None, 0.3]})
+    assert from_yaml == from_flags == in_python
+    assert train_config(in_python, "ref", 1, "mean").lr == 0.002 and in_python.evaluate.etas == (None, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  lrr: 0.1\n", "unknown field.*train.lrr"),
+        ("train: 3\n", "train must be a mapping"),
+        ("train_steps: 3\n", "unknown field.*train_steps"),
+    ],
+)
+def test_a_yaml_recipe_with_a_misplaced_setting_is_one_sentence(tmp_path, text, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(UserError, match=message):
+        parse_config(PipelineConfig, ["--config", str(recipe)], "pipeline", "test")
+
+
+@pytest.mark.parametrize(
+    ("nested", "message"),
+    [({"lr": "fast"}, "train.lr must be a number"), ({"lrr": 1.0}, "train has no field"), (3, "train must be")],
+)
+def test_nested_settings_built_in_python_are_checked_where_they_enter(nested, message):
+    with pytest.raises(UserError, match=message):
+        PipelineConfig(train=nested)

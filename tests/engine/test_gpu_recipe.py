@@ -55,10 +55,10 @@ def test_the_gpu_recipe_loads_with_every_field_of_its_declared_type(recipe):
 
 def test_the_gpu_recipe_holds_the_papers_settings(recipe):
     assert (recipe.task, recipe.ref_model) == ("gsm8k", "meta-llama/Llama-3.1-8B-Instruct")
-    assert recipe.value_model_base == "meta-llama/Llama-3.2-1B-Instruct" and not recipe.num_layers
-    assert (recipe.top_k, recipe.temperature, recipe.top_p, recipe.etas) == (20, 0.8, 0.9, (0.1,))
-    assert (recipe.samples_per_prompt, recipe.eval_samples, recipe.rounds) == (16, 8, 2)
-    assert (recipe.kind, recipe.parameterization, recipe.lr) == ("bernoulli", "v", 2e-5)
+    assert recipe.train.value_model_base == "meta-llama/Llama-3.2-1B-Instruct" and not recipe.train.num_layers
+    assert (recipe.top_k, recipe.temperature, recipe.top_p, recipe.evaluate.etas) == (20, 0.8, 0.9, (None, 0.1))
+    assert (recipe.collect.samples_per_prompt, recipe.evaluate.num_samples, recipe.rounds) == (16, 8, 2)
+    assert (recipe.kind, recipe.train.parameterization, recipe.train.lr) == ("bernoulli", "v", 2e-5)
     assert (recipe.device, recipe.dtype) == ("auto", "bfloat16")
     assert resolve_dtype(recipe.dtype) == torch.bfloat16
 
@@ -66,7 +66,7 @@ def test_the_gpu_recipe_holds_the_papers_settings(recipe):
 def test_the_gpu_recipe_goes_through_the_command_line():
     result = run_cli("pipeline", "--config", str(RECIPE), "--help")
     assert result.returncode == 0, result.stderr
-    for flag in ("--dtype", "--top-p", "--value-model-base"):
+    for flag in ("--dtype", "--top-p", "--train.value-model-base"):
         assert flag in result.stdout
 
 
@@ -138,9 +138,9 @@ def test_the_pipeline_trains_on_a_value_model_base_with_top_p(tmp_path):
     task = make_task("first_token")
     base = save_model(tmp_path / "base", make_causal_lm("llama", len(task.tokenizer()), num_layers=3), task.tokenizer())
     cfg = PipelineConfig(
-        out=tmp_path / "run", value_model_base=base, num_layers=None, rounds=1, samples_per_prompt=2,
-        max_train_prompts=8, max_new_tokens=3, top_p=0.9, train_steps=3, batch_size=4, train_cd=False,
-        etas=(0.1,), eval_samples=2, max_eval_prompts=4, device="cpu", dtype="float32",
+        out=tmp_path / "run", rounds=1, collect=dict(samples_per_prompt=2, max_prompts=8), max_new_tokens=3,
+        top_p=0.9, train=dict(value_model_base=base, num_layers=None, steps=3, batch_size=4), train_cd=False,
+        evaluate=dict(etas=(None, 0.1), num_samples=2, max_prompts=4), device="cpu", dtype="float32",
     )  # fmt: skip
     rows = run_pipeline(cfg)
     assert [(r["method"], r["eta"]) for r in rows] == [("pi_ref", None), ("qsharp", 0.1)]

@@ -27,9 +27,10 @@ def paired_rewards(folder) -> dict[str, float]:
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "run"
     cfg = PipelineConfig(
-        out=out, task="first_token", task_options=("n_train=24", "n_eval=8"), samples_per_prompt=4,
-        max_new_tokens=3, top_k=49, num_layers=1, train_steps=40, batch_size=16, lr=1e-3, train_eval_every=20,
-        etas=(0.3,), eval_samples=2, evaluate_every_round=False, device="cpu",
+        out=out, task="first_token", task_options=("n_train=24", "n_eval=8"), collect=dict(samples_per_prompt=4),
+        max_new_tokens=3, top_k=49,
+        train=dict(num_layers=1, steps=40, batch_size=16, lr=1e-3, eval_every=20, save_every=20),
+        evaluate=dict(etas=(None, 0.3), num_samples=2), evaluate_every_round=False, device="cpu",
     )  # fmt: skip
     run_pipeline(cfg)
     return out
@@ -37,7 +38,7 @@ def tiny_run(tmp_path_factory):
 
 def test_a_run_folder_gives_back_its_config(tiny_run):
     cfg = value_model_study.load_run(tiny_run)
-    assert cfg.task_options == ("n_train=24", "n_eval=8") and cfg.etas == (0.3,) and cfg.out == tiny_run
+    assert cfg.task_options == ("n_train=24", "n_eval=8") and cfg.evaluate.etas == (None, 0.3) and cfg.out == tiny_run
     with pytest.raises(UserError, match="not a pipeline run folder"):
         value_model_study.load_run(tiny_run / "round-1")
 
@@ -109,7 +110,8 @@ def test_steps_breaks_the_roc_auc_down_by_completion_step(tiny_run, tmp_path):
 
 
 def test_every_ablation_of_an_lm_head_started_q_type_run_is_a_config_training_accepts(tmp_path):
-    cfg = PipelineConfig(out=tmp_path / "run", parameterization="q", head_init="lm_head", backbone_lr_scale=0.0)
+    lm_head_start = dict(parameterization="q", head_init="lm_head", backbone_lr_scale=0.0)
+    cfg = PipelineConfig(out=tmp_path / "run", train=lm_head_start)
     base = value_model_study.train_config(cfg, "ref", 1, "bernoulli")
     for name, changes in value_model_study.variants(cfg).items():
         check_config(dataclasses.replace(base, out=tmp_path / value_model_study.slug(name), **changes))

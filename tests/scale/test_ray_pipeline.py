@@ -14,8 +14,9 @@ pytest.importorskip("ray")
 def test_a_pipeline_on_ray_equals_the_local_one(ray_local, tmp_path):
     local = PipelineConfig(
         out=tmp_path / "local", rounds=1, task="first_token", task_options=("n_train=8", "n_eval=4"),
-        samples_per_prompt=2, max_new_tokens=3, top_k=6, num_layers=1, train_steps=6, batch_size=4, lr=1e-3,
-        train_eval_every=3, train_cd=False, etas=(0.3,), eval_samples=2, evaluate_every_round=False, device="cpu",
+        collect=dict(samples_per_prompt=2), max_new_tokens=3, top_k=6, train_cd=False,
+        train=dict(num_layers=1, steps=6, batch_size=4, lr=1e-3, eval_every=3, save_every=3),
+        evaluate=dict(etas=(None, 0.3), num_samples=2), evaluate_every_round=False, device="cpu",
     )  # fmt: skip
     on_ray = dataclasses.replace(local, out=tmp_path / "ray", backend="ray", num_workers=2)
     expected, got = run_pipeline(local), run_pipeline(on_ray)

@@ -12,7 +12,7 @@ from qsharp_ext.cli import _commands, main
 from qsharp_ext.config import check_field_types
 from qsharp_ext.decode_options import TaskName
 from qsharp_ext.errors import UserError
-from qsharp_ext.evaluation import EvaluateConfig
+from qsharp_ext.evaluation import EvaluateConfig, EvaluateSettings
 from qsharp_ext.generate_cli import GenerateConfig
 from qsharp_ext.pipeline import PipelineConfig
 from qsharp_ext.rollouts import CollectConfig
@@ -29,9 +29,10 @@ def test_paths_given_as_strings_become_paths():
     assert CollectConfig(out="data", ref_model="ref").out == Path("data")
     assert EvaluateConfig(out="eval", ref_model="ref").out == Path("eval")
     assert GenerateConfig(ref_model="ref", out="c.jsonl", prompt="w1").prompt == ("w1",)
-    assert PipelineConfig(out="runs/p", etas=[0.3, 0.1]) == PipelineConfig(out=Path("runs/p"), etas=(0.3, 0.1))
-    with pytest.raises(UserError, match="train_steps must be an integer"):
-        PipelineConfig(out="runs/p", train_steps="10")
+    listed = PipelineConfig(out="runs/p", evaluate={"etas": [0.3, 0.1]})
+    assert listed == PipelineConfig(out=Path("runs/p"), evaluate=EvaluateSettings(etas=(0.3, 0.1)))
+    with pytest.raises(UserError, match=r"train\.steps must be an integer"):
+        PipelineConfig(out="runs/p", train={"steps": "10"})
 
 
 @pytest.mark.parametrize(
@@ -73,10 +74,15 @@ def test_the_task_names_are_the_tasks():
     assert set(typing.get_args(TaskName)) == set(TASKS)
 
 
-def choice_fields(config_cls: type) -> dict[str, tuple]:
-    """Every field whose annotation is a Literal (or an optional one): its choices."""
+def choice_fields(config_cls: type, prefix: str = "") -> dict[str, tuple]:
+    """Every field whose annotation is a Literal (or an optional one): its choices; a nested settings field's
+    under their dotted names (`train.head_init`)."""
     choices = {}
     for name, hint in typing.get_type_hints(config_cls).items():
+        if dataclasses.is_dataclass(hint):
+            choices |= choice_fields(hint, f"{prefix}{name}.")
+            continue
+        name = prefix + name
         options = [hint, *typing.get_args(hint)] if typing.get_origin(hint) is not Literal else [hint]
         for option in options:
             if typing.get_origin(option) is Literal:
@@ -102,7 +108,8 @@ def test_the_head_and_training_choices_are_listed():
     assert train["head_init"] == ("fresh", "linear", "lm_head")
     assert {"fit", "future_targets", "schedule", "dtype"} <= set(train)
     pipeline = set(choice_fields(_commands()["pipeline"].config_cls()))
-    assert {"kind", "parameterization", "head_init", "fit", "future_targets", "dtype", "task", "backend"} <= pipeline
+    nested = {"train.parameterization", "train.head_init", "train.fit", "train.future_targets"}
+    assert {"kind", "dtype", "task", "backend", "evaluate.verifier_score", *nested} <= pipeline
 
 
 def help_text(command: str, capsys, monkeypatch) -> str:
