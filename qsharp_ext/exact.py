@@ -5,7 +5,7 @@ an action vocabulary of `vocab_size` ids after a BOS token. The reward is 1 when
 of `modulus`. Every prefix is enumerated, so the reward distribution Z(prefix) of π_ref's completions is
 known exactly: Bernoulli with p(prefix) = P(reward = 1 | prefix, π_ref).
 
-Guiding π_ref token by token with the Bernoulli log-offset (the compiled kernel) and `guided_logits` must
+Guiding π_ref token by token with the Bernoulli log-offset and `guided_logits` (the engine's float64 math) must
 give the KL-regularized optimum π*(y) ∝ π_ref(y)·exp(r(y)/η) over whole sequences (Zhou et al., 2025,
 Thm. 3.1); controlled decoding (CD, offset E[z]/η) does not. The report gives, per η: accuracy, exact
 sequence KL(π‖π_ref) (the sum of per-token KLs along the tree), and Q♯'s distance to π*.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from qsharp_ext import distributions, kernels
+from qsharp_ext import distributions
 from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
@@ -171,7 +171,7 @@ def run_exact_demo(cfg: ExactDemoConfig) -> list[dict]:
     for eta in tqdm(cfg.etas, desc="η sweep", leave=False):
         # Z is Bernoulli(p): its head logit is ln p − ln(1 − p) (±inf where p is 0 or 1).
         logits = [torch.log(p) - torch.log1p(-p) for p in p_children]
-        qsharp = [kernels.bernoulli_log_offset(lg, eta) for lg in logits]
+        qsharp = [distributions.bernoulli_log_offset(lg, eta) for lg in logits]
         cd = [distributions.mean_log_offset(p, eta) for p in p_children]
         q_log_pi, q_kl = guided_tree(ref_logp, qsharp)
         optimum = optimal_policy(ref_logp, rewards, eta)

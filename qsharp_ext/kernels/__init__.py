@@ -8,16 +8,13 @@ QSHARP_EXT_BACKEND=torch|cpp|triton|cuda forces one (tests use it).
 
 from qsharp_ext.kernels.dispatch import BACKENDS, compiled_extension, resolve_backend
 from qsharp_ext.kernels.fused_step import Candidates, StepResult, expand_candidates, guided_sample
-from qsharp_ext.kernels.log_offsets import bernoulli_log_offset, histogram_log_offset
 
 __all__ = [
     "BACKENDS",
     "Candidates",
     "StepResult",
-    "bernoulli_log_offset",
     "compiled_extension",
     "expand_candidates",
     "guided_sample",
-    "histogram_log_offset",
     "resolve_backend",
 ]
