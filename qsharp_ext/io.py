@@ -123,21 +123,17 @@ def dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def record_run_settings(
-    path: Path, settings: dict[str, Any], ignore: Collection[str] = (), introduced: Mapping[str, Any] | None = None
-) -> None:
+def record_run_settings(path: Path, settings: dict[str, Any], ignore: Collection[str] = ()) -> None:
     """Record a run folder's settings (JSON) on first use; later, refuse to continue with other ones.
 
     Keys in `ignore` (output folder, device) may change between attempts. Resuming with other settings would
-    silently mix two experiments in one folder. `introduced` maps settings added after some folders were
-    recorded to the value those folders ran with: a record without the key counts as holding that value,
-    so older folders stay resumable.
+    silently mix two experiments in one folder; a nested setting that changed is named by its dotted path.
     """
     current = as_json(dict(settings))
     if not Path(path).is_file():
         atomic_write_text(path, json.dumps(current, indent=2) + "\n")
         return
-    started = dotted(as_json(dict(introduced or {})) | json.loads(Path(path).read_text()))
+    started = dotted(json.loads(Path(path).read_text()))
     current = dotted(current)
     changed = sorted(k for k in current.keys() | started.keys() if started.get(k) != current.get(k) and k not in ignore)
     if changed:

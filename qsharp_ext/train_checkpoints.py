@@ -7,7 +7,7 @@ depend on how a step is computed, so it lives apart from the loop.
 - checkpoints/step-N/: a loadable value model plus trainer_state.pt (optimizer, scheduler, RNG, step, the
   recorded config, a digest of the data), written to a temporary folder and renamed; the last two are kept.
 - Resuming: the recorded config must match (RESUMABLE_FIELDS aside; paths compared relative to the run
-  folder, so that a moved folder resumes; INTRODUCED fills fields older checkpoints lack), and so must the data.
+  folder, so that a moved folder resumes), and so must the data.
 - metrics.jsonl is appended one record per step and read back up to the checkpoint's step; summary.json with
   the same config marks a finished run.
 
@@ -38,16 +38,6 @@ STATE_FILE = "trainer_state.pt"
 RESUMABLE_FIELDS = ("out", "steps", "eval_every", "save_every", "device")
 # Fields that name files: unchanged when they lie in the same place relative to `out` (a moved run folder).
 PATH_FIELDS = ("data", "ref_model", "init_value_model", "value_model_base")
-# Fields added after checkpoints were written, with the value those checkpoints were trained with.
-INTRODUCED = {
-    "backbone_lr_scale": 1.0,
-    "head_init": "fresh",
-    "future_tokens": 0,
-    "future_weight": 1.0,
-    "group_by_prompt": False,
-    "future_targets": "rollout",
-    "extra_layers": 0,
-}
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -139,7 +129,7 @@ def _same_place(saved: Any, saved_out: str, current: Any, current_out: str) -> b
 
 def check_resumable(state: dict[str, Any], cfg: TrainConfig, digest: str, where: Path) -> None:
     """Refuse to continue a checkpoint under a config or data it was not trained with."""
-    saved, current = INTRODUCED | json.loads(state["config"]), config_dict(cfg)
+    saved, current = json.loads(state["config"]), config_dict(cfg)
     changed = [k for k in current if k not in RESUMABLE_FIELDS and not same_setting(k, saved, current)]
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} → {config_dict(cfg)[k]!r}" for k in changed)

@@ -1,6 +1,7 @@
 """Atomic writes leave the old file intact on failure and give the user's umask's mode; output locations are
 checked in one sentence; run folders refuse other settings."""
 
+import json
 import math
 import os
 
@@ -108,17 +109,15 @@ def test_run_settings_refuse_a_change_but_not_an_ignored_key(tmp_path):
         record_run_settings(path, {"lr": 0.2, "device": "cpu"}, ignore=("device",))
 
 
-def test_a_setting_introduced_later_holds_its_old_value_in_older_records(tmp_path):
+def test_a_changed_nested_setting_is_named_by_its_dotted_path(tmp_path):
     path = tmp_path / "run.json"
-    record_run_settings(path, {"lr": 0.1})  # recorded before the option existed
-    record_run_settings(path, {"lr": 0.1, "vllm": False}, introduced={"vllm": False})
-    with pytest.raises(UserError, match=r"other settings \(vllm\)"):
-        record_run_settings(path, {"lr": 0.1, "vllm": True}, introduced={"vllm": False})
-    with pytest.raises(UserError, match=r"other settings \(vllm\)"):
-        record_run_settings(path, {"lr": 0.1, "vllm": False})  # without the default, the key is new
-    fresh = tmp_path / "new.json"
-    record_run_settings(fresh, {"lr": 0.1, "vllm": False}, introduced={"vllm": False})
-    assert '"vllm": false' in fresh.read_text()  # new folders record every setting
+    record_run_settings(path, {"rounds": 2, "train": {"lr": 0.1, "steps": 5}, "evaluate": {"etas": [None, 0.1]}})
+    assert json.loads(path.read_text())["train"] == {"lr": 0.1, "steps": 5}  # recorded nested, as the config is
+    record_run_settings(path, {"rounds": 2, "train": {"lr": 0.1, "steps": 5}, "evaluate": {"etas": (None, 0.1)}})
+    with pytest.raises(UserError, match=r"other settings \(train\.steps\)"):
+        record_run_settings(path, {"rounds": 2, "train": {"lr": 0.1, "steps": 6}, "evaluate": {"etas": [None, 0.1]}})
+    with pytest.raises(UserError, match=r"other settings \(evaluate\.etas, train\.vllm\)"):
+        record_run_settings(path, {"rounds": 2, "train": {"lr": 0.1, "steps": 5, "vllm": True}})
 
 
 def test_a_folder_appears_complete_or_not_at_all(tmp_path):
