@@ -1,4 +1,5 @@
-// Python bindings of qsharp_ext._C: shape, dtype and device checks, then the CPU (ATen) or CUDA implementation.
+// The compiled ops (torch.ops.qsharp_ext.*, loaded by importing qsharp_ext._C): shape, dtype and device checks,
+// then the CPU (ATen) or CUDA implementation, which torch's dispatcher picks from the tensors' device.
 // Values (η, temperature, top_p) are not checked here: the Python entry points check them where a user gives
 // them (qsharp_ext/eta.py), and a check here would read the device's memory at every decoding step.
 #include <torch/extension.h>
@@ -19,8 +20,6 @@ namespace {
 void check_cuda(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "CUDA kernel failed: ", cudaGetErrorString(err)); }
 #endif
 
-[[noreturn]] void no_cuda() { TORCH_CHECK(false, "qsharp_ext._C was built without CUDA kernels"); }
-
 // ---------------------------------------------------------------------------------------------- fused step
 
 void check_f32(const torch::Tensor& t, const char* name, at::IntArrayRef shape, const torch::Device& device) {
@@ -29,46 +28,64 @@ void check_f32(const torch::Tensor& t, const char* name, at::IntArrayRef shape, 
   TORCH_CHECK(t.device() == device, name, " must be on ", device, ", got ", t.device());
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates(const torch::Tensor& logits,
-                                                                         double temperature, int64_t k) {
+// ------------------------------------------------------------------------------------- expand_candidates
+
+struct Expansion {  // the checked input and the outputs, the same for both devices
+  torch::Tensor in, ids, ref_logp, lse;
+};
+
+Expansion prepare_expansion(const torch::Tensor& logits, int64_t k) {
   TORCH_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "ref_logits must be (B, V) with V >= 1, got ",
               logits.sizes());
   TORCH_CHECK(logits.scalar_type() == torch::kFloat32, "ref_logits must be float32, got ", logits.scalar_type());
   TORCH_CHECK(k >= 1 && k <= logits.size(1), "k must be in [1, V] = [1, ", logits.size(1), "], got ", k);
   const auto in = logits.contiguous();
   const int64_t rows = in.size(0);
-  auto ids = torch::empty({rows, k}, in.options().dtype(torch::kInt64));
-  auto ref_logp = torch::empty({rows, k}, in.options());
-  auto lse = torch::empty({rows}, in.options());
-  if (!in.is_cuda()) {
-    qsharp::cpu::expand_candidates(in, temperature, ids, ref_logp, lse);
-    return {ids, ref_logp, lse};
-  }
-#ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(in.device());
-  check_cuda(qsharp::cuda::expand_candidates(in.const_data_ptr<float>(), rows, in.size(1),
-                                             static_cast<float>(temperature), k, ids.data_ptr<int64_t>(),
-                                             ref_logp.data_ptr<float>(), lse.data_ptr<float>(),
-                                             c10::cuda::getCurrentCUDAStream()));
-  return {ids, ref_logp, lse};
-#else
-  no_cuda();
-#endif
+  return {in, torch::empty({rows, k}, in.options().dtype(torch::kInt64)), torch::empty({rows, k}, in.options()),
+          torch::empty({rows}, in.options())};
 }
 
-int head_kind(const std::string& head) {
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates_cpu(const torch::Tensor& logits,
+                                                                             double temperature, int64_t k) {
+  auto e = prepare_expansion(logits, k);
+  qsharp::cpu::expand_candidates(e.in, temperature, e.ids, e.ref_logp, e.lse);
+  return {e.ids, e.ref_logp, e.lse};
+}
+
+#ifdef WITH_CUDA
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates_cuda(const torch::Tensor& logits,
+                                                                              double temperature, int64_t k) {
+  auto e = prepare_expansion(logits, k);
+  const c10::cuda::CUDAGuard guard(e.in.device());
+  check_cuda(qsharp::cuda::expand_candidates(e.in.const_data_ptr<float>(), e.in.size(0), e.in.size(1),
+                                             static_cast<float>(temperature), k, e.ids.data_ptr<int64_t>(),
+                                             e.ref_logp.data_ptr<float>(), e.lse.data_ptr<float>(),
+                                             c10::cuda::getCurrentCUDAStream()));
+  return {e.ids, e.ref_logp, e.lse};
+}
+#endif
+
+// ----------------------------------------------------------------------------------------- guided_sample
+
+int head_kind(std::string_view head) {
   if (head == "bernoulli") return qsharp::kBernoulliHead;
   if (head == "histogram") return qsharp::kHistogramHead;
   TORCH_CHECK(head == "mean", "head must be bernoulli, histogram or mean, got ", head);
   return qsharp::kMeanHead;
 }
 
-std::vector<torch::Tensor> guided_sample(const torch::Tensor& logits, const torch::Tensor& ids,
-                                         const torch::Tensor& ref_logp, const torch::Tensor& lse,
-                                         const torch::Tensor& head_out, const std::string& head,
-                                         const torch::Tensor& atoms, const torch::Tensor& eta,
-                                         const torch::Tensor& floor, const torch::Tensor& noise, double temperature,
-                                         double top_p, bool candidates_only) {
+struct Draw {  // the checked, contiguous inputs and the outputs, the same for both devices
+  torch::Tensor logits, ids, ref_logp, lse, head_out, atoms, eta, floor, noise;
+  torch::Tensor token, cand_index, logp_pi, logp_ref, kl;
+  int64_t rows, vocab, k, n_atoms;
+  int kind;
+  std::vector<torch::Tensor> outputs() const { return {token, cand_index, logp_pi, logp_ref, kl}; }
+};
+
+Draw prepare_draw(const torch::Tensor& logits, const torch::Tensor& ids, const torch::Tensor& ref_logp,
+                  const torch::Tensor& lse, const torch::Tensor& head_out, std::string_view head,
+                  const torch::Tensor& atoms, const torch::Tensor& eta, const torch::Tensor& floor,
+                  const torch::Tensor& noise) {
   TORCH_CHECK(logits.dim() == 2 && ids.dim() == 2, "ref_logits must be (B, V) and ids (B, k)");
   const int64_t rows = logits.size(0), vocab = logits.size(1), k = ids.size(1);
   const auto device = logits.device();
@@ -92,55 +109,68 @@ std::vector<torch::Tensor> guided_sample(const torch::Tensor& logits, const torc
                   noise.device() == device,
               "noise must be float64 (B,) on ", device);
   const auto c = [](const torch::Tensor& t) { return t.contiguous(); };
-  const auto x = c(logits), id = c(ids), lp = c(ref_logp), ls = c(lse), ho = c(head_out), at_v = c(atoms),
-             et = c(eta), fl = c(floor), u = c(noise);
-  auto token = torch::empty({rows}, ids.options());
-  auto cand_index = torch::empty({rows}, ids.options());
-  auto logp_pi = torch::empty({rows}, logits.options());
-  auto logp_ref = torch::empty({rows}, logits.options());
-  auto kl = torch::empty({rows}, logits.options());
-  if (!x.is_cuda()) {
-    qsharp::cpu::guided_sample(x, id, lp, ls, ho, kind, at_v, et, fl, u, temperature, top_p, candidates_only, token,
-                               cand_index, logp_pi, logp_ref, kl);
-    return {token, cand_index, logp_pi, logp_ref, kl};
-  }
+  const auto int_out = [&] { return torch::empty({rows}, ids.options()); };
+  const auto float_out = [&] { return torch::empty({rows}, logits.options()); };
+  return {c(logits),  c(ids),       c(ref_logp), c(lse),       c(head_out), c(atoms),   c(eta),
+          c(floor),   c(noise),     int_out(),   int_out(),    float_out(), float_out(), float_out(),
+          rows,       vocab,        k,           n_atoms,      kind};
+}
+
+std::vector<torch::Tensor> guided_sample_cpu(const torch::Tensor& logits, const torch::Tensor& ids,
+                                             const torch::Tensor& ref_logp, const torch::Tensor& lse,
+                                             const torch::Tensor& head_out, std::string_view head,
+                                             const torch::Tensor& atoms, const torch::Tensor& eta,
+                                             const torch::Tensor& floor, const torch::Tensor& noise,
+                                             double temperature, double top_p, bool candidates_only) {
+  auto d = prepare_draw(logits, ids, ref_logp, lse, head_out, head, atoms, eta, floor, noise);
+  qsharp::cpu::guided_sample(d.logits, d.ids, d.ref_logp, d.lse, d.head_out, d.kind, d.atoms, d.eta, d.floor,
+                             d.noise, temperature, top_p, candidates_only, d.token, d.cand_index, d.logp_pi,
+                             d.logp_ref, d.kl);
+  return d.outputs();
+}
+
 #ifdef WITH_CUDA
-  const c10::cuda::CUDAGuard guard(device);
-  auto scratch_f = torch::empty({2, rows, k}, logits.options());
-  auto scratch_i = torch::empty({2, rows, k}, ids.options());
+std::vector<torch::Tensor> guided_sample_cuda(const torch::Tensor& logits, const torch::Tensor& ids,
+                                              const torch::Tensor& ref_logp, const torch::Tensor& lse,
+                                              const torch::Tensor& head_out, std::string_view head,
+                                              const torch::Tensor& atoms, const torch::Tensor& eta,
+                                              const torch::Tensor& floor, const torch::Tensor& noise,
+                                              double temperature, double top_p, bool candidates_only) {
+  auto d = prepare_draw(logits, ids, ref_logp, lse, head_out, head, atoms, eta, floor, noise);
+  const c10::cuda::CUDAGuard guard(d.logits.device());
+  auto scratch_f = torch::empty({2, d.rows, d.k}, d.logits.options());
+  auto scratch_i = torch::empty({2, d.rows, d.k}, d.ids.options());
   qsharp::cuda::GuidedSampleArgs a{};
-  a.logits = x.const_data_ptr<float>();
-  a.ids = id.const_data_ptr<int64_t>();
-  a.ref_logp = lp.const_data_ptr<float>();
-  a.lse = ls.const_data_ptr<float>();
-  a.head_out = ho.const_data_ptr<float>();
-  a.atoms = kind == qsharp::kHistogramHead ? at_v.const_data_ptr<float>() : nullptr;
-  a.eta = et.const_data_ptr<float>();
-  a.floor = fl.const_data_ptr<float>();
-  a.noise = u.const_data_ptr<double>();
-  a.rows = rows;
-  a.vocab = vocab;
-  a.k = k;
-  a.n_atoms = n_atoms;
-  a.head = kind;
+  a.logits = d.logits.const_data_ptr<float>();
+  a.ids = d.ids.const_data_ptr<int64_t>();
+  a.ref_logp = d.ref_logp.const_data_ptr<float>();
+  a.lse = d.lse.const_data_ptr<float>();
+  a.head_out = d.head_out.const_data_ptr<float>();
+  a.atoms = d.kind == qsharp::kHistogramHead ? d.atoms.const_data_ptr<float>() : nullptr;
+  a.eta = d.eta.const_data_ptr<float>();
+  a.floor = d.floor.const_data_ptr<float>();
+  a.noise = d.noise.const_data_ptr<double>();
+  a.rows = d.rows;
+  a.vocab = d.vocab;
+  a.k = d.k;
+  a.n_atoms = d.n_atoms;
+  a.head = d.kind;
   a.temperature = static_cast<float>(temperature);
   a.top_p = top_p;
   a.candidates_only = candidates_only;
   a.scratch_off = scratch_f.data_ptr<float>();
-  a.scratch_key = a.scratch_off + rows * k;
+  a.scratch_key = a.scratch_off + d.rows * d.k;
   a.scratch_order = scratch_i.data_ptr<int64_t>();
-  a.scratch_sorted_ids = a.scratch_order + rows * k;
-  a.token = token.data_ptr<int64_t>();
-  a.cand_index = cand_index.data_ptr<int64_t>();
-  a.logp_pi = logp_pi.data_ptr<float>();
-  a.logp_ref = logp_ref.data_ptr<float>();
-  a.kl = kl.data_ptr<float>();
+  a.scratch_sorted_ids = a.scratch_order + d.rows * d.k;
+  a.token = d.token.data_ptr<int64_t>();
+  a.cand_index = d.cand_index.data_ptr<int64_t>();
+  a.logp_pi = d.logp_pi.data_ptr<float>();
+  a.logp_ref = d.logp_ref.data_ptr<float>();
+  a.kl = d.kl.data_ptr<float>();
   check_cuda(qsharp::cuda::guided_sample(a, c10::cuda::getCurrentCUDAStream()));
-  return {token, cand_index, logp_pi, logp_ref, kl};
-#else
-  no_cuda();
-#endif
+  return d.outputs();
 }
+#endif
 
 bool has_cuda() {
 #ifdef WITH_CUDA
@@ -152,15 +182,29 @@ bool has_cuda() {
 
 }  // namespace
 
+// The ops go through torch's dispatcher: it picks the CPU or the CUDA kernel from the tensors' device (one place
+// for the choice), and a failed check reaches Python as a RuntimeError through torch's own error path.
+TORCH_LIBRARY(qsharp_ext, m) {
+  m.def("expand_candidates(Tensor logits, float temperature, int k) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "guided_sample(Tensor logits, Tensor ids, Tensor ref_logp, Tensor lse, Tensor head_out, str head, "
+      "Tensor atoms, Tensor eta, Tensor floor, Tensor noise, float temperature, float top_p, bool candidates_only) "
+      "-> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(qsharp_ext, CPU, m) {
+  m.impl("expand_candidates", &expand_candidates_cpu);
+  m.impl("guided_sample", &guided_sample_cpu);
+}
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(qsharp_ext, CUDA, m) {
+  m.impl("expand_candidates", &expand_candidates_cuda);
+  m.impl("guided_sample", &guided_sample_cuda);
+}
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Compiled Q♯ kernels: C++ (CPU) always, CUDA when built with it.";
-  m.def("expand_candidates", &expand_candidates,
-        "top-k candidates of ref_logits/T: (ids (B, k), ref_logp (B, k), lse (B,)) in one pass per row",
-        py::arg("logits"), py::arg("temperature"), py::arg("k"));
-  m.def("guided_sample", &guided_sample,
-        "the guided draw: [token, cand_index, logp_pi, logp_ref, kl]; see qsharp_ext/kernels/fused_step.py",
-        py::arg("logits"), py::arg("ids"), py::arg("ref_logp"), py::arg("lse"), py::arg("head_out"), py::arg("head"),
-        py::arg("atoms"), py::arg("eta"), py::arg("floor"), py::arg("noise"), py::arg("temperature"),
-        py::arg("top_p"), py::arg("candidates_only"));
+  m.doc() = "Loads the compiled Q♯ ops into torch.ops.qsharp_ext: C++ (CPU) always, CUDA when built with it.";
   m.def("has_cuda", &has_cuda, "whether the CUDA kernels were compiled in");
 }

@@ -22,6 +22,14 @@ def compiled_extension() -> ModuleType | None:
     return _C
 
 
+def compiled_ops() -> object:
+    """torch.ops.qsharp_ext: the compiled ops, registered with torch's dispatcher when qsharp_ext._C loads; the
+    dispatcher runs the CPU or the CUDA kernel by the tensors' device (resolve_backend has chosen `cpp` or
+    `cuda` already)."""
+    compiled_extension()
+    return torch.ops.qsharp_ext
+
+
 def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     """The backend for tensors on `device`: `backend`, else $QSHARP_EXT_BACKEND, else the device's default.
 

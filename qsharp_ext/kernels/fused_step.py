@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qsharp_ext import distributions as D
-from qsharp_ext.kernels.dispatch import compiled_extension, resolve_backend
+from qsharp_ext.kernels.dispatch import compiled_ops, resolve_backend
 
 HEADS = ("bernoulli", "histogram", "mean")
 
@@ -283,7 +283,7 @@ def expand_candidates(ref_logits: Tensor, temperature: float, k: int, backend: s
     check_expand_args(ref_logits, k)
     if chosen == "triton":
         return _triton(ref_logits.device).expand_candidates(ref_logits.float(), temperature, k)
-    ids, ref_logp, lse = compiled_extension().expand_candidates(ref_logits.float(), float(temperature), k)
+    ids, ref_logp, lse = compiled_ops().expand_candidates(ref_logits.float(), float(temperature), k)
     return Candidates(ids=ids, ref_logp=ref_logp, lse=lse)
 
 
@@ -324,7 +324,7 @@ def guided_sample(
     )  # fmt: skip
     if chosen == "triton":
         return StepResult(*_triton(ref_logits.device).guided_sample(*args))
-    return StepResult(*compiled_extension().guided_sample(*args))
+    return StepResult(*compiled_ops().guided_sample(*args))
 
 
 __all__ = [
