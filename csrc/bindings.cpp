@@ -45,25 +45,28 @@ Expansion prepare_expansion(const torch::Tensor& logits, int64_t k) {
           torch::empty({rows}, in.options())};
 }
 
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates_cpu(const torch::Tensor& logits,
-                                                                             double temperature, int64_t k) {
-  auto e = prepare_expansion(logits, k);
+void expand_on_cpu(Expansion& e, double temperature, int64_t) {
   qsharp::cpu::expand_candidates(e.in, temperature, e.ids, e.ref_logp, e.lse);
-  return {e.ids, e.ref_logp, e.lse};
 }
 
 #ifdef WITH_CUDA
-std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates_cuda(const torch::Tensor& logits,
-                                                                              double temperature, int64_t k) {
-  auto e = prepare_expansion(logits, k);
+void expand_on_cuda(Expansion& e, double temperature, int64_t k) {
   const c10::cuda::CUDAGuard guard(e.in.device());
   check_cuda(qsharp::cuda::expand_candidates(e.in.const_data_ptr<float>(), e.in.size(0), e.in.size(1),
                                              static_cast<float>(temperature), k, e.ids.data_ptr<int64_t>(),
                                              e.ref_logp.data_ptr<float>(), e.lse.data_ptr<float>(),
                                              c10::cuda::getCurrentCUDAStream()));
-  return {e.ids, e.ref_logp, e.lse};
 }
 #endif
+
+// The op for one device: the shared checks, then that device's kernel.
+template <void (*Run)(Expansion&, double, int64_t)>
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> expand_candidates(const torch::Tensor& logits,
+                                                                         double temperature, int64_t k) {
+  auto e = prepare_expansion(logits, k);
+  Run(e, temperature, k);
+  return {e.ids, e.ref_logp, e.lse};
+}
 
 // ----------------------------------------------------------------------------------------- guided_sample
 
@@ -116,27 +119,14 @@ Draw prepare_draw(const torch::Tensor& logits, const torch::Tensor& ids, const t
           rows,       vocab,        k,           n_atoms,      kind};
 }
 
-std::vector<torch::Tensor> guided_sample_cpu(const torch::Tensor& logits, const torch::Tensor& ids,
-                                             const torch::Tensor& ref_logp, const torch::Tensor& lse,
-                                             const torch::Tensor& head_out, std::string_view head,
-                                             const torch::Tensor& atoms, const torch::Tensor& eta,
-                                             const torch::Tensor& floor, const torch::Tensor& noise,
-                                             double temperature, double top_p, bool candidates_only) {
-  auto d = prepare_draw(logits, ids, ref_logp, lse, head_out, head, atoms, eta, floor, noise);
+void draw_on_cpu(Draw& d, double temperature, double top_p, bool candidates_only) {
   qsharp::cpu::guided_sample(d.logits, d.ids, d.ref_logp, d.lse, d.head_out, d.kind, d.atoms, d.eta, d.floor,
                              d.noise, temperature, top_p, candidates_only, d.token, d.cand_index, d.logp_pi,
                              d.logp_ref, d.kl);
-  return d.outputs();
 }
 
 #ifdef WITH_CUDA
-std::vector<torch::Tensor> guided_sample_cuda(const torch::Tensor& logits, const torch::Tensor& ids,
-                                              const torch::Tensor& ref_logp, const torch::Tensor& lse,
-                                              const torch::Tensor& head_out, std::string_view head,
-                                              const torch::Tensor& atoms, const torch::Tensor& eta,
-                                              const torch::Tensor& floor, const torch::Tensor& noise,
-                                              double temperature, double top_p, bool candidates_only) {
-  auto d = prepare_draw(logits, ids, ref_logp, lse, head_out, head, atoms, eta, floor, noise);
+void draw_on_cuda(Draw& d, double temperature, double top_p, bool candidates_only) {
   const c10::cuda::CUDAGuard guard(d.logits.device());
   auto scratch_f = torch::empty({2, d.rows, d.k}, d.logits.options());
   auto scratch_i = torch::empty({2, d.rows, d.k}, d.ids.options());
@@ -168,9 +158,21 @@ std::vector<torch::Tensor> guided_sample_cuda(const torch::Tensor& logits, const
   a.logp_ref = d.logp_ref.data_ptr<float>();
   a.kl = d.kl.data_ptr<float>();
   check_cuda(qsharp::cuda::guided_sample(a, c10::cuda::getCurrentCUDAStream()));
-  return d.outputs();
 }
 #endif
+
+// The op for one device: the shared checks, then that device's kernel.
+template <void (*Run)(Draw&, double, double, bool)>
+std::vector<torch::Tensor> guided_sample(const torch::Tensor& logits, const torch::Tensor& ids,
+                                         const torch::Tensor& ref_logp, const torch::Tensor& lse,
+                                         const torch::Tensor& head_out, std::string_view head,
+                                         const torch::Tensor& atoms, const torch::Tensor& eta,
+                                         const torch::Tensor& floor, const torch::Tensor& noise, double temperature,
+                                         double top_p, bool candidates_only) {
+  auto d = prepare_draw(logits, ids, ref_logp, lse, head_out, head, atoms, eta, floor, noise);
+  Run(d, temperature, top_p, candidates_only);
+  return d.outputs();
+}
 
 bool has_cuda() {
 #ifdef WITH_CUDA
@@ -193,14 +195,14 @@ TORCH_LIBRARY(qsharp_ext, m) {
 }
 
 TORCH_LIBRARY_IMPL(qsharp_ext, CPU, m) {
-  m.impl("expand_candidates", &expand_candidates_cpu);
-  m.impl("guided_sample", &guided_sample_cpu);
+  m.impl("expand_candidates", &expand_candidates<expand_on_cpu>);
+  m.impl("guided_sample", &guided_sample<draw_on_cpu>);
 }
 
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(qsharp_ext, CUDA, m) {
-  m.impl("expand_candidates", &expand_candidates_cuda);
-  m.impl("guided_sample", &guided_sample_cuda);
+  m.impl("expand_candidates", &expand_candidates<expand_on_cuda>);
+  m.impl("guided_sample", &guided_sample<draw_on_cuda>);
 }
 #endif
 
