@@ -416,8 +416,9 @@ def part_commands(name: str, args, py: str, results_dir: Path) -> tuple[list[lis
         env = {"QSHARP_EXT_CUDA": "1", "MAX_JOBS": str(os.cpu_count() or 4), "TORCH_CUDA_ARCH_LIST": f"{major}.{minor}"}
         return [[py, "setup.py", "build_ext", "--inplace"], check], env, f"sm_{major}{minor} only"
     if name == "kernel-tests":
-        selection = ["tests/kernels/test_log_offset_kernels.py"] if args.cpu_smoke else ["tests/kernels"]
-        note = "--cpu-smoke runs the log-offset kernel tests only" if args.cpu_smoke else None
+        smoke = ["tests/kernels/test_fused_step.py", "-k", "expand_candidates_equals_reference or bad_shapes"]
+        selection = smoke if args.cpu_smoke else ["tests/kernels"]
+        note = "--cpu-smoke runs the candidate expansion and shape-check kernel tests only" if args.cpu_smoke else None
         return [[py, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *selection]], {}, note
     if name == "csrc-tests":
         major, minor = torch.cuda.get_device_capability()

@@ -103,11 +103,11 @@ def test_a_crash_in_the_kernel_tests_is_pinned_on_the_running_test(gpu_check):
     output = (
         "tests/kernels/test_fused_step.py::test_expand[cpp] PASSED [ 33%]\n"
         "tests/kernels/test_fused_step.py::test_expand[cuda] FAILED [ 66%]\n"
-        "tests/kernels/test_log_offset_kernels.py::test_kernel_rejects_non_positive_eta[0.0] "
+        "tests/kernels/test_fused_step.py::test_bad_shapes_raise_clear_errors[cuda] "
         "Fatal Python error: Segmentation fault\n\nCurrent thread 0x00007f (most recent call first):\n"
     )
     result = gpu_check.parse_pytest(output, -11)
-    assert result["crashed_in"] == "tests/kernels/test_log_offset_kernels.py::test_kernel_rejects_non_positive_eta[0.0]"
+    assert result["crashed_in"] == "tests/kernels/test_fused_step.py::test_bad_shapes_raise_clear_errors[cuda]"
     assert (result["passed"], result["failed"]) == (1, 1)
     assert result["failed_tests"] == ["tests/kernels/test_fused_step.py::test_expand[cuda]"]
     finished = gpu_check.parse_pytest(output.splitlines()[0] + "\n=== 1 passed, 2 skipped in 3.1s ===\n", 0)
@@ -118,10 +118,10 @@ def test_ctest_outcomes_are_read(gpu_check):
     output = (
         "1/3 Test #1: qsharp_math ......................   Passed    0.01 sec\n"
         "2/3 Test #3: cuda_fused_step ..................***Failed    0.50 sec\n"
-        "3/3 Test #2: cuda_log_offsets .................***Skipped   0.10 sec\n"
+        "3/3 Test #2: fused_step_math ..................***Skipped   0.10 sec\n"
     )
     result = gpu_check.parse_ctest(output)
-    assert result["tests"] == {"qsharp_math": "Passed", "cuda_fused_step": "Failed", "cuda_log_offsets": "Skipped"}
+    assert result["tests"] == {"qsharp_math": "Passed", "cuda_fused_step": "Failed", "fused_step_math": "Skipped"}
     assert not result["all_passed"]
 
 
