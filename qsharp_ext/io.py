@@ -6,11 +6,13 @@ Also the one check of an output location that every stage makes before any model
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
 import secrets
 import shutil
+import socket
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,14 +46,45 @@ def _check_writable(folder: Path, name: str, target: Path) -> None:
         raise UserError(f"{name} {target} cannot be written: no permission to write in {existing}")
 
 
+def _owner() -> str:
+    """Who writes a temporary path: this host and process, so that a later writer can tell a leftover."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def _fresh(folder: Path, name: str, create) -> tuple[object, Path]:
-    """`create(path)` on a new hidden path next to `name` in `folder`; (its result, the path)."""
+    """`create(path)` on a new hidden path next to `name` in `folder`; (its result, the path). Leftovers of
+    earlier writers of `name` killed before their rename (kill -9, power loss) are removed first."""
+    _remove_leftovers(folder, name)
     while True:
-        tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        tmp = folder / f".{name}.{_owner()}.{secrets.token_hex(4)}.tmp"
         try:
             return create(tmp), tmp
         except FileExistsError:
             continue
+
+
+def _remove_leftovers(folder: Path, name: str) -> None:
+    """Delete `.{name}.{host}-{pid}.*.tmp` paths of this host whose process no longer runs (another host's, or
+    a live process's, are left alone: they may be being written)."""
+    host = socket.gethostname()
+    for path in Path(folder).glob(f".{glob.escape(name)}.{glob.escape(host)}-*.tmp"):
+        pid = path.name[len(f".{name}.{host}-") :].split(".", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def make_temp_folder(folder: Path, name: str) -> Path:

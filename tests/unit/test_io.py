@@ -4,6 +4,9 @@ checked in one sentence; run folders refuse other settings."""
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -138,3 +141,25 @@ def test_a_folder_appears_complete_or_not_at_all(tmp_path):
     with pytest.raises(OSError):
         write_folder(tmp_path / "m", fill)  # a folder with files there stops the rename
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "m"]  # no half-written folder, no temp left
+
+
+def test_a_writer_killed_before_its_rename_leaves_nothing_behind_once_the_name_is_written_again(tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(gone.stdout), os.getpid()  # a finished process's pid; this one's
+    host = socket.gethostname()
+    killed_folder = tmp_path / f".model.{host}-{dead}.0a1b2c3d.tmp"  # as a kill -9 during fill() leaves it
+    (killed_folder / "weights").mkdir(parents=True)
+    killed_file = tmp_path / f".model.{host}-{dead}.4e5f6a7b.tmp"
+    killed_file.write_text("half")
+    running = tmp_path / f".model.{host}-{alive}.8c9d0e1f.tmp"  # a writer still at work
+    running.mkdir()
+    elsewhere = tmp_path / f".model.other-host-{dead}.2a3b4c5d.tmp"  # another machine's: not ours to judge
+    elsewhere.mkdir()
+    other_name = tmp_path / f".results.json.{host}-{dead}.6e7f8a9b.tmp"
+    other_name.write_text("{")
+    write_folder(tmp_path / "model", lambda tmp: (tmp / "config.json").write_text("{}"))
+    assert not killed_folder.exists() and not killed_file.exists()
+    assert running.is_dir() and elsewhere.is_dir() and other_name.is_file()
+    atomic_write_text(tmp_path / "results.json", "{}")
+    assert not other_name.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, elsewhere.name, "model", "results.json"])
