@@ -56,14 +56,19 @@ def _nested(name: str, cls: type, value: Any) -> Any:
         return value
     if not isinstance(value, typing.Mapping):
         raise UserError(f"{name} must be a {cls.__name__} or a mapping of its fields, not {value!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - known)
+    known, unknown = _known_and_unknown(cls, value)
     if unknown:
-        raise UserError(f"{name} has no field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise UserError(f"{name} has no field(s) {', '.join(unknown)}; known: {', '.join(known)}")
     try:
         return cls(**value)
     except UserError as err:
         raise UserError(f"{name}.{err}") from None
+
+
+def _known_and_unknown(cls: type, keys: typing.Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the field names of the dataclass `cls`, the keys that are none of them), each sorted."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return sorted(known), sorted(set(keys) - known)
 
 
 def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
@@ -132,11 +137,11 @@ def load_yaml_fields(path: Path, config_cls: type) -> dict[str, Any]:
 def _check_known(path: Path, fields: dict[str, Any], config_cls: type, prefix: str) -> None:
     """Every key a field of `config_cls`; a nested settings field's mapping checked against its own fields."""
     hints = typing.get_type_hints(config_cls)
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(f"{prefix}{name}" for name in set(fields) - known)
+    known, unknown = _known_and_unknown(config_cls, fields)
     if unknown:
-        names = ", ".join(sorted(prefix + name for name in known))
-        raise UserError(f"config file {path} sets unknown field(s) {', '.join(unknown)}; known: {names}")
+        unknown_names = ", ".join(prefix + name for name in unknown)
+        known_names = ", ".join(prefix + name for name in known)
+        raise UserError(f"config file {path} sets unknown field(s) {unknown_names}; known: {known_names}")
     for name, value in fields.items():
         if _is_settings(hints[name]):
             if not isinstance(value, dict):
@@ -170,11 +175,12 @@ def fields_to_flags(fields: dict[str, Any], config_cls: type | None = None, pref
     hints = typing.get_type_hints(config_cls) if config_cls is not None else {}
     args: list[str] = []
     for name, value in fields.items():
-        flag = prefix + name.replace("_", "-")
+        dashed = name.replace("_", "-")
+        flag = prefix + dashed
         if name in hints and _is_settings(hints[name]):
             args += fields_to_flags(value, hints[name], flag + ".")
         elif isinstance(value, bool):
-            args.append(flag if value else prefix + "no-" + name.replace("_", "-"))
+            args.append(flag if value else prefix + "no-" + dashed)
         elif isinstance(value, list | tuple):
             args += [flag, *map(str, value)]
         elif isinstance(value, dict):
