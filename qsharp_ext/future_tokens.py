@@ -58,13 +58,16 @@ def future_targets(
     return tokens.masked_fill(ahead >= lengths[:, None], -100)
 
 
-def future_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def future_token_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over offsets (those with a target) of the mean cross-entropy at each offset's positions.
 
-    Shapes: logits (N, K, V), targets (N, K) with −100 where there is no token.
+    Shapes: logits (N, K, V), targets (N, K) with −100 where there is no token; `weights` (N,): how many
+    sequences each position stands for (a prompt position shared by packed roll-outs), 1 when None.
     """
     per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")  # (N, K)
     present = (targets != -100).float()  # (N, K)
+    if weights is not None:
+        present = present * weights[:, None]
     count = present.sum(0)  # (K,)
     per_offset = (per_token * present).sum(0) / count.clamp(min=1)  # (K,)
     used = count > 0

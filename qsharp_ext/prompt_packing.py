@@ -4,8 +4,9 @@ Why: roll-outs and evaluation samples come many per prompt (16, 8), and the prom
 The prompt and every completion are packed into one sequence under an attention mask that lets each
 completion see the prompt and its own earlier tokens only (a tree: the prompt is the trunk, each completion
 a branch), every token at the position it has in its own sequence. Equal to one pass per sequence up to float
-rounding (tests/engine/test_frozen_features.py, in float64). Used where nothing is trained through the
-backbone: a frozen trunk's training features and best-of-n scoring.
+rounding (tests/engine/test_frozen_features.py, in float64). Used for a frozen trunk's training features,
+best-of-n scoring and, with `pack_prompts`, value-model training (train_batches.py builds its batches with
+`tree_mask`).
 """
 
 from __future__ import annotations
@@ -39,15 +40,22 @@ def _packed_pass(backbone: torch.nn.Module, prompt: list[int], completions: Sequ
     position = torch.cat([torch.arange(p), *(p + torch.arange(n) for n in lens)]).to(device)  # (L,)
     branch = torch.cat([torch.zeros(p, dtype=torch.long), *(torch.full((n,), i + 1) for i, n in enumerate(lens))])
     branch = branch.to(device)  # 0: the prompt; i + 1: completion i
-    order = torch.arange(len(ids), device=device)
-    allowed = (order[:, None] >= order[None, :]) & ((branch[None, :] == 0) | (branch[:, None] == branch[None, :]))
-    dtype = next(backbone.parameters()).dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
-    out = backbone(
-        input_ids=ids[None], attention_mask=mask[None, None], position_ids=position[None], use_cache=False
-    ).last_hidden_state[0]  # (L, H)
+    mask = tree_mask(branch[None], next(backbone.parameters()).dtype)  # (1, 1, L, L)
+    out = backbone(input_ids=ids[None], attention_mask=mask, position_ids=position[None], use_cache=False)
+    out = out.last_hidden_state[0]  # (L, H)
     hidden, start = [], p
     for n in lens:
         hidden.append(torch.cat([out[p - 1 : p], out[start : start + n]]))
         start += n
     return hidden
+
+
+def tree_mask(branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The additive attention mask (B, 1, T, T) of packed sequences: a token sees the earlier tokens of the
+    prompt (branch 0) and of its own branch. Shapes: `branch` (B, T); padding is a branch of its own (−1), after
+    every real token, so no real token sees it and no row is empty."""
+    order = torch.arange(branch.shape[1], device=branch.device)
+    causal = order[:, None] >= order[None, :]  # (T, T)
+    allowed = causal & ((branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :]))  # (B, T, T)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=branch.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from qsharp_ext.errors import UserError
+from qsharp_ext.future_tokens import future_targets as rollout_future_targets
+from qsharp_ext.prompt_packing import tree_mask
 from qsharp_ext.rollout_data import Rollout
 from qsharp_ext.value_model import ValueModel
 
@@ -96,16 +98,25 @@ def target_prefixes(rollouts: list[Rollout], q_type: bool, prefix_extension: boo
 
 @dataclasses.dataclass
 class Batch:
-    """Right-padded sequences and where their targets are: N target positions over B sequences."""
+    """Right-padded sequences and where their targets are: N target positions over B sequences.
 
-    input_ids: torch.Tensor  # (B, T) prompt + completion, right-padded
+    Packed (`collate(pack_prompts=True)`), a sequence is one prompt followed by every completion of it in the
+    batch, each attending to the prompt and its own earlier tokens only (`branch`, prompt_packing.py), at the
+    positions it has alone (`position_ids`); several targets may then sit at one shared prompt position.
+    """
+
+    input_ids: torch.Tensor  # (B, T) prompt + completion(s), right-padded
     attention_mask: torch.Tensor  # (B, T) 1 on real tokens
     rows: torch.Tensor  # (N,) sequence of each target
     cols: torch.Tensor  # (N,) position whose hidden state scores the target
-    next_ids: torch.Tensor  # (N,) the token after `cols` (what a Q-type head scores)
+    next_ids: torch.Tensor  # (N,) the token after the target's prefix in its own roll-out (what a Q-type head scores)
     rewards: torch.Tensor  # (N,) the trajectory's final reward, float32
     future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
     features: torch.Tensor | None = None  # (N, H) a frozen backbone's hidden states at the targets, when known
+    target_future_ids: torch.Tensor | None = None  # (N, K) the roll-out's own next 1 … K tokens at each target
+    future_weights: torch.Tensor | None = None  # (B, T) packed: how many roll-outs share each position
+    position_ids: torch.Tensor | None = None  # (B, T) packed: each token's position in its own roll-out
+    branch: torch.Tensor | None = None  # (B, T) packed: 0 on the prompt, i + 1 on the i-th completion, −1 on padding
 
     def to(self, device: torch.device) -> Batch:
         fields = (getattr(self, f.name) for f in dataclasses.fields(self))
@@ -113,6 +124,17 @@ class Batch:
 
 
 FutureTargets = Callable[[list[int], list[int], int], list[list[int]] | None]  # Task.future_targets
+
+
+def right_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, T): the sequences right-padded with pad_id, mask 1 on real tokens."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
+    for i, seq in enumerate(seqs):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        mask[i, : len(seq)] = 1
+    return ids, mask
 
 
 def collate(
@@ -123,32 +145,80 @@ def collate(
     future_targets: FutureTargets | None = None,
     k: int = 0,
     features: Callable[[list[Rollout]], torch.Tensor] | None = None,
+    pack_prompts: bool = False,
 ) -> Batch:
-    """One batch: every sequence once, every target position listed (and a task's future-token targets, and the
-    targets' hidden states from `features`: a frozen backbone's, see frozen_features.py)."""
+    """One batch: every target position listed, with its reward (and the future-token targets of a task hook
+    or, with k > 0 and no hook, of the roll-out itself; and the targets' hidden states from `features`: a frozen
+    backbone's, see frozen_features.py). Every sequence once, or with `pack_prompts` every prompt once."""
     seqs = [r.prompt_ids + r.completion_ids for r in rollouts]
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, T)
-    attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)  # (B, T)
-    rows, cols, rewards = [], [], []
-    for i, (r, seq) in enumerate(zip(rollouts, seqs, strict=True)):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-        positions = rollout_targets(r, q_type, prefix_extension)
-        rows += [i] * len(positions)
-        cols += positions
-        rewards += [r.reward] * len(positions)
-    rows_t, cols_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)  # (N,)
-    next_ids = input_ids[rows_t, (cols_t + 1).clamp(max=width - 1)]  # (N,); unused by V-type
-    future_ids = None
-    if future_targets is not None:
-        future_ids = torch.full((len(seqs), width, k), -100, dtype=torch.long)  # (B, T, K)
-        for i, r in enumerate(rollouts):
-            targets = future_targets(r.prompt_ids, r.completion_ids, k)
-            future_ids[i, : len(targets)] = torch.tensor(targets, dtype=torch.long).view(-1, k)
-    rewards_t = torch.tensor(rewards, dtype=torch.float32)
+    input_ids, attention_mask = right_padded(seqs, pad_id)  # (B, T) each
+    targets = [rollout_targets(r, q_type, prefix_extension) for r in rollouts]
+    rows = torch.tensor([i for i, t in enumerate(targets) for _ in t], dtype=torch.long)  # (N,)
+    cols = torch.tensor([c for t in targets for c in t], dtype=torch.long)  # (N,)
+    rewards = torch.tensor([r.reward for r, t in zip(rollouts, targets, strict=True) for _ in t], dtype=torch.float32)
+    next_ids = input_ids[rows, (cols + 1).clamp(max=input_ids.shape[1] - 1)]  # (N,); unused by V-type
+    own_future = None
+    if future_targets is None and k > 0:
+        own_future = rollout_future_targets(input_ids, attention_mask, rows, cols, k)  # (N, K)
+    hook_rows = [future_targets(r.prompt_ids, r.completion_ids, k) for r in rollouts] if future_targets else None
     hidden = features(rollouts) if features is not None else None  # (N, H)
-    return Batch(input_ids, attention_mask, rows_t, cols_t, next_ids, rewards_t, future_ids, hidden)
+    batch = Batch(input_ids, attention_mask, rows, cols, next_ids, rewards, None, hidden, own_future)
+    if pack_prompts:
+        return packed(batch, rollouts, hook_rows, k, pad_id)
+    if hook_rows is not None:
+        batch.future_ids = torch.full((*input_ids.shape, k), -100, dtype=torch.long)  # (B, T, K)
+        for i, r in enumerate(hook_rows):
+            batch.future_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long).view(-1, k)
+    return batch
+
+
+def packed(batch: Batch, rollouts: list[Rollout], hook_rows: list | None, k: int, pad_id: int) -> Batch:
+    """`batch` with the roll-outs of one prompt packed into one sequence behind a single copy of it.
+
+    Every hidden state the value model reads, and every loss term, is the one of the unpacked batch: each
+    completion sees the prompt and itself at its own positions, a task's targets at a prompt position count
+    once per roll-out sharing it (`future_weights`; the hook's targets there depend on the prompt alone), and
+    the targets keep their order, rewards and next tokens.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, r in enumerate(rollouts):
+        groups.setdefault(tuple(r.prompt_ids), []).append(i)
+    seqs, positions, branches, weights, futures = [], [], [], [], []
+    place = torch.zeros_like(batch.input_ids)  # (B, T) packed column of each unpacked position
+    row_of = torch.zeros(len(rollouts), dtype=torch.long)  # (B,) packed sequence of each roll-out
+    for g, (prompt, members) in enumerate(groups.items()):
+        p, seq = len(prompt), list(prompt)
+        position, branch, weight = list(range(p)), [0] * p, [len(members)] * p
+        future = list(hook_rows[members[0]][:p]) if hook_rows is not None else []
+        for j, i in enumerate(members):
+            completion = rollouts[i].completion_ids
+            place[i, :p] = torch.arange(p)
+            place[i, p : p + len(completion)] = torch.arange(len(seq), len(seq) + len(completion))
+            row_of[i] = g
+            seq += completion
+            position += range(p, p + len(completion))
+            branch += [j + 1] * len(completion)
+            weight += [1] * len(completion)
+            future += hook_rows[i][p:] if hook_rows is not None else []
+        seqs.append(seq)
+        positions.append(position)
+        branches.append(branch)
+        weights.append(weight)
+        futures.append(future)
+    input_ids, attention_mask = right_padded(seqs, pad_id)  # (G, T')
+    position_ids = right_padded(positions, 0)[0]  # (G, T')
+    branch = right_padded(branches, -1)[0]  # (G, T')
+    future_weights = right_padded(weights, 0)[0].float()  # (G, T')
+    future_ids = None
+    if hook_rows is not None:
+        future_ids = torch.full((*input_ids.shape, k), -100, dtype=torch.long)  # (G, T', K)
+        for g, rows in enumerate(futures):
+            future_ids[g, : len(rows)] = torch.tensor(rows, dtype=torch.long).view(-1, k)
+    return dataclasses.replace(
+        batch, input_ids=input_ids, attention_mask=attention_mask, rows=row_of[batch.rows],
+        cols=place[batch.rows, batch.cols], future_ids=future_ids, future_weights=future_weights,
+        position_ids=position_ids, branch=branch,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- split and order
@@ -223,8 +293,12 @@ def q_outputs_for_tokens(model: ValueModel, hidden: torch.Tensor, tokens: torch.
 
 def sequence_hidden(model: ValueModel, batch: Batch) -> torch.Tensor:
     """The backbone's hidden states of the batch's sequences, one pass per sequence: (B, T, H)."""
+    if batch.branch is None:
+        mask, positions = batch.attention_mask, None
+    else:  # packed: each completion sees the prompt and itself
+        mask, positions = tree_mask(batch.branch, next(model.backbone.parameters()).dtype), batch.position_ids
     return model.backbone(
-        input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        input_ids=batch.input_ids, attention_mask=mask, position_ids=positions, use_cache=False
     ).last_hidden_state
 
 
