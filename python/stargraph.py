@@ -131,9 +131,10 @@ class StarGraphConfig:
     same compute, did not; a step of 32 takes about 0.13 s on G(2,5))."""
     value_pack: bool = True
     """With value_samples > 1: train a graph's roll-outs in the same batch (group_by_prompt) and pass the graph
-    through the value model once for all of them (pack_prompts): a graph is 3·d·(l − 1) + 4 tokens, an answer l + 1,
-    so a step of 64 roll-outs on G(5,5) takes 0.55–0.6 × the time (bench/value_training.py). --no-value-pack: every
-    roll-out in its own row, batches drawn across graphs (how G2-5/ was trained)."""
+    through the value model once for all of them (pack_prompts): a graph is 3·d·(l − 1) + 4 tokens, an answer
+    l + 1, so a step of 64 roll-outs takes 0.52 × the time on G(5,5), 0.62 × on G(2,5) (bench/packed_training.py).
+    --no-value-pack: every roll-out in its own row, batches drawn across graphs (how G2-5/ and G5-5-no-pack/ were
+    trained)."""
     value_lr: float = 1e-3
     value_extra_layers: int = 2
     """Fresh layers the value models add on top of π_ref's: the first step's value is l − 2 lookups in a row,
