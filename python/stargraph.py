@@ -396,11 +396,12 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
     """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
     vocab = len(task.tokenizer())
     every = max(cfg.value_steps // 5, 1)
+    pack = cfg.value_pack and cfg.value_samples > 1  # one roll-out per graph: nothing to pack
     train = TrainSettings(
         **value_layers(cfg, task, ref), parameterization="v", steps=cfg.value_steps, batch_size=cfg.value_batch,
         lr=cfg.value_lr, head_init="linear", future_tokens=future_tokens(cfg), future_weight=cfg.future_weight,
         future_targets=cfg.future_targets, eval_every=every, save_every=every,
-        group_by_prompt=cfg.value_pack and cfg.value_samples > 1, pack_prompts=cfg.value_pack and cfg.value_samples > 1,
+        group_by_prompt=pack, pack_prompts=pack,
     )  # fmt: skip
     pipeline = PipelineConfig(
         out=cfg.out / "pipeline", task="stargraph", ref_model=str(ref), rounds=cfg.rounds, kind="bernoulli",

@@ -37,9 +37,7 @@ def _packed_pass(backbone: torch.nn.Module, prompt: list[int], completions: Sequ
     device = next(backbone.parameters()).device
     p, lens = len(prompt), [len(c) for c in completions]
     ids = torch.tensor(prompt + [t for c in completions for t in c], device=device)  # (L,)
-    position = torch.cat([torch.arange(p), *(p + torch.arange(n) for n in lens)]).to(device)  # (L,)
-    branch = torch.cat([torch.zeros(p, dtype=torch.long), *(torch.full((n,), i + 1) for i, n in enumerate(lens))])
-    branch = branch.to(device)  # 0: the prompt; i + 1: completion i
+    position, branch = (torch.tensor(x, device=device) for x in tree_layout(p, lens))  # (L,) each
     mask = tree_mask(branch[None], next(backbone.parameters()).dtype)  # (1, 1, L, L)
     out = backbone(input_ids=ids[None], attention_mask=mask, position_ids=position[None], use_cache=False)
     out = out.last_hidden_state[0]  # (L, H)
@@ -48,6 +46,14 @@ def _packed_pass(backbone: torch.nn.Module, prompt: list[int], completions: Sequ
         hidden.append(torch.cat([out[p - 1 : p], out[start : start + n]]))
         start += n
     return hidden
+
+
+def tree_layout(prompt_len: int, completion_lens: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(position, branch) of each token of a prompt followed by its completions: every token at its position in its
+    own sequence prompt + completion; branch 0 on the prompt, i + 1 on completion i."""
+    position = [*range(prompt_len), *(prompt_len + t for n in completion_lens for t in range(n))]
+    branch = [0] * prompt_len + [i + 1 for i, n in enumerate(completion_lens) for _ in range(n)]
+    return position, branch
 
 
 def tree_mask(branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

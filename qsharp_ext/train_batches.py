@@ -28,7 +28,7 @@ import torch
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.future_tokens import future_targets as rollout_future_targets
-from qsharp_ext.prompt_packing import tree_mask
+from qsharp_ext.prompt_packing import tree_layout, tree_mask
 from qsharp_ext.rollout_data import Rollout
 from qsharp_ext.value_model import ValueModel
 
@@ -114,7 +114,7 @@ class Batch:
     future_ids: torch.Tensor | None = None  # (B, T, K) a task's future-token targets, −100 where none
     features: torch.Tensor | None = None  # (N, H) a frozen backbone's hidden states at the targets, when known
     target_future_ids: torch.Tensor | None = None  # (N, K) the roll-out's own next 1 … K tokens at each target
-    future_weights: torch.Tensor | None = None  # (B, T) packed: how many roll-outs share each position
+    future_weights: torch.Tensor | None = None  # (B, T) packed with a task's targets: roll-outs sharing each position
     position_ids: torch.Tensor | None = None  # (B, T) packed: each token's position in its own roll-out
     branch: torch.Tensor | None = None  # (B, T) packed: 0 on the prompt, i + 1 on the i-th completion, −1 on padding
 
@@ -166,10 +166,16 @@ def collate(
     if pack_prompts:
         return packed(batch, rollouts, hook_rows, k, pad_id)
     if hook_rows is not None:
-        batch.future_ids = torch.full((*input_ids.shape, k), -100, dtype=torch.long)  # (B, T, K)
-        for i, r in enumerate(hook_rows):
-            batch.future_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long).view(-1, k)
+        batch.future_ids = future_table(hook_rows, input_ids.shape[1], k)
     return batch
+
+
+def future_table(rows: list[list[list[int]]], width: int, k: int) -> torch.Tensor:
+    """A task hook's targets, one list of K per token of each sequence, as a (B, width, K) tensor, −100 past the end."""
+    table = torch.full((len(rows), width, k), -100, dtype=torch.long)  # (B, T, K)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = torch.tensor(r, dtype=torch.long).view(-1, k)
+    return table
 
 
 def packed(batch: Batch, rollouts: list[Rollout], hook_rows: list | None, k: int, pad_id: int) -> Batch:
@@ -188,36 +194,29 @@ def packed(batch: Batch, rollouts: list[Rollout], hook_rows: list | None, k: int
     row_of = torch.zeros(len(rollouts), dtype=torch.long)  # (B,) packed sequence of each roll-out
     for g, (prompt, members) in enumerate(groups.items()):
         p, seq = len(prompt), list(prompt)
-        position, branch, weight = list(range(p)), [0] * p, [len(members)] * p
+        completions = [rollouts[i].completion_ids for i in members]
+        position, branch = tree_layout(p, [len(c) for c in completions])
+        weights.append([len(members)] * p + [1] * (len(position) - p))
         future = list(hook_rows[members[0]][:p]) if hook_rows is not None else []
-        for j, i in enumerate(members):
-            completion = rollouts[i].completion_ids
+        for i, completion in zip(members, completions, strict=True):
             place[i, :p] = torch.arange(p)
             place[i, p : p + len(completion)] = torch.arange(len(seq), len(seq) + len(completion))
             row_of[i] = g
             seq += completion
-            position += range(p, p + len(completion))
-            branch += [j + 1] * len(completion)
-            weight += [1] * len(completion)
             future += hook_rows[i][p:] if hook_rows is not None else []
         seqs.append(seq)
         positions.append(position)
         branches.append(branch)
-        weights.append(weight)
         futures.append(future)
     input_ids, attention_mask = right_padded(seqs, pad_id)  # (G, T')
-    position_ids = right_padded(positions, 0)[0]  # (G, T')
-    branch = right_padded(branches, -1)[0]  # (G, T')
-    future_weights = right_padded(weights, 0)[0].float()  # (G, T')
-    future_ids = None
-    if hook_rows is not None:
-        future_ids = torch.full((*input_ids.shape, k), -100, dtype=torch.long)  # (G, T', K)
-        for g, rows in enumerate(futures):
-            future_ids[g, : len(rows)] = torch.tensor(rows, dtype=torch.long).view(-1, k)
+    future_ids = future_weights = None
+    if hook_rows is not None:  # the weights only count the task's targets (the roll-out's own sit per target)
+        future_ids = future_table(futures, input_ids.shape[1], k)  # (G, T', K)
+        future_weights = right_padded(weights, 0)[0].float()  # (G, T')
     return dataclasses.replace(
         batch, input_ids=input_ids, attention_mask=attention_mask, rows=row_of[batch.rows],
         cols=place[batch.rows, batch.cols], future_ids=future_ids, future_weights=future_weights,
-        position_ids=position_ids, branch=branch,
+        position_ids=right_padded(positions, 0)[0], branch=right_padded(branches, -1)[0],
     )  # fmt: skip
 
 
