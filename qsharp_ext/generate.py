@@ -3,7 +3,7 @@
 Each step: π_ref's logits → top-k candidates → all k candidates scored in one value-model pass → guided
 log-probs for every row's η → sample → append. Both models keep KV caches. A V-type value model scores
 the k candidates as k tokens at the same position that see the cached prefix and themselves only (a
-tree attention mask); the chosen candidate's keys and values are kept, so the token is never run again.
+tree attention mask); the sampled token enters its cache with the next step's candidates (scoring.py).
 A Q-type value model gives every token's distribution from a 1-token pass; one that shares π_ref's frozen
 layers (shared_trunk.py) reads π_ref's own hidden state instead: one backbone pass serves both models.
 
@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
-from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
 from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
+from qsharp_ext.kv_cache import ReservedCache
 from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.sampling_settings import resolve_sampling
@@ -94,7 +95,9 @@ def _context_limit(model: PreTrainedModel) -> int:
 
 
 class _NoiseSource:
-    """Uniform noise for sampling: one stream for the batch, or one per row when row seeds are given.
+    """Uniform noise for sampling, drawn for every step up front: one stream for the batch, or one per row when
+    row seeds are given. Drawn before the loop and moved to the device once, so that a step never waits for a
+    host-to-device copy; the draws are the same as one per step (torch's generators fill tensors in order).
 
     Greedy decoding draws u = 0: the fused step then takes the first token of its order, the candidate with
     the highest guided logit, which is π's most likely token (non-candidates have less π_ref mass and the
@@ -108,12 +111,43 @@ class _NoiseSource:
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.n, self.greedy = n, greedy
 
-    def draw(self) -> torch.Tensor:
+    def draw(self, steps: int, device: torch.device) -> torch.Tensor:
+        """(steps, n) float64 noise on `device`, row t for step t."""
         if self.greedy:
-            return torch.zeros(self.n, dtype=torch.float64)
-        if len(self.generators) == 1 and self.n != 1:
-            return torch.rand(self.n, generator=self.generators[0], dtype=torch.float64)
-        return torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+            return torch.zeros(steps, self.n, dtype=torch.float64, device=device)
+        if len(self.generators) == 1:
+            noise = torch.rand(steps, self.n, generator=self.generators[0], dtype=torch.float64)
+        else:
+            noise = torch.stack([torch.rand(steps, generator=g, dtype=torch.float64) for g in self.generators], 1)
+        return noise.to(device)
+
+
+class _AllStopped:
+    """Whether every row has stopped, without making the host wait for the device at each step.
+
+    On a CPU the answer is immediate. On a GPU the flag is copied to pinned host memory behind the step that set
+    it and read one step later, when that copy is long done: decoding runs one step past the last stop (its
+    tokens are padding, trimmed from the output), instead of stalling the host at every step.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.lagged = device.type == "cuda"
+        if self.lagged:
+            self.host = torch.zeros((), dtype=torch.bool, pin_memory=True)
+            self.copied = torch.cuda.Event()
+            self.pending = False
+
+    def __call__(self, done: torch.Tensor) -> bool:
+        if not self.lagged:
+            return bool(done.all())
+        stopped = False
+        if self.pending:  # the previous step's flag: its copy finished while this step was being queued
+            self.copied.synchronize()
+            stopped = bool(self.host)
+        self.host.copy_(done.all(), non_blocking=True)
+        self.copied.record()
+        self.pending = True
+        return stopped
 
 
 def _per_row(values: Sequence[int] | None, n: int, name: str, device: torch.device) -> torch.Tensor | None:
@@ -226,11 +260,14 @@ def guided_generate(
     rows.attention_mask, rows.eta = rows.attention_mask.to(device), rows.eta.to(device)
     policy = GuidedPolicy.of(value_model)
 
-    ref_kv = DynamicCache()
+    length = rows.prompt_ids.shape[1] + max_new_tokens
+    ref_kv = ReservedCache(length)
     ref_cache = cache_kwarg(ref_model, ref_kv)  # the argument name is looked up once
     scorer = None
     if guided:
-        scorer = candidate_scorer(value_model, ref_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt)
+        scorer = candidate_scorer(
+            value_model, ref_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt, capacity=length + top_k
+        )  # fmt: skip
     reader = scorer if isinstance(scorer, SharedTrunkScorer) else None  # reads π_ref's hidden states
 
     def run_ref(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
@@ -246,6 +283,8 @@ def guided_generate(
     mask = rows.attention_mask
     logits = prefill(run_ref, rows.prompt_ids, rows.prompt_mask, ref_kv, rows.per_prompt).float()  # (N, V)
 
+    noise = noise_source.draw(max_new_tokens, device)  # (T, N)
+    all_stopped = _AllStopped(device)
     tokens, logp_pi, logp_ref = [], [], []
     kl = torch.zeros(n, device=device)
     done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -253,9 +292,8 @@ def guided_generate(
     for step in tqdm(range(max_new_tokens), desc="guided decoding", disable=not progress, leave=False):
         cand = fused_step.expand_candidates(logits, temperature, top_k)
         head_out = scorer.score(cand.ids, mask) if scorer else torch.zeros(cand.ids.shape, device=device)
-        noise = noise_source.draw().to(device)
         eta = rows.eta if switch is None else torch.where(step < switch, rows.eta, math.inf)
-        result = policy.sample(logits, cand, head_out, eta.float(), temperature, noise, top_p, candidates_only)
+        result = policy.sample(logits, cand, head_out, eta.float(), temperature, noise[step], top_p, candidates_only)
         if on_step is not None:
             on_step(step, {"ref_logits": logits, "cand": cand, "head_out": head_out, "result": result, "mask": mask})
         live = ~done
@@ -266,18 +304,19 @@ def guided_generate(
         kl += torch.where(live, result.kl, 0.0)
         lengths += live.long()
         done |= torch.isin(token, eos_ids)
-        if done.all() or step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or all_stopped(done):
             break
         mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
         logits = run_ref(token.unsqueeze(1), mask, positions(mask)[:, -1:])[:, -1].float()  # (N, V)
         if scorer is not None:
-            scorer.advance(token, result.cand_index, mask)
+            scorer.advance(token)
 
+    width = int(lengths.max())  # a lagged stop flag may have run one step more
     return GenerationOutput(
-        sequences=torch.stack(tokens, 1),
+        sequences=torch.stack(tokens, 1)[:, :width],
         lengths=lengths,
-        logp_pi=torch.stack(logp_pi, 1),
-        logp_ref=torch.stack(logp_ref, 1),
+        logp_pi=torch.stack(logp_pi, 1)[:, :width],
+        logp_ref=torch.stack(logp_ref, 1)[:, :width],
         kl=kl,
         prompt_index=rows.prompt_index,
         eta=rows.etas,

@@ -62,7 +62,6 @@ class QSharpLogitsProcessor(LogitsProcessor):
         self.scorer: CandidateScorer | None = None
         self.mask: torch.Tensor | None = None  # (B, L) the current rows' mask
         self.seen: torch.Tensor | None = None  # (B, L) the rows of the previous call
-        self.last_candidates: torch.Tensor | None = None
 
     def _prompt_mask_for(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The mask of a new prompt batch: the given one (copied for num_return_sequences), or all ones."""
@@ -114,11 +113,8 @@ class QSharpLogitsProcessor(LogitsProcessor):
             self.mask = self._prompt_mask_for(input_ids)
             self.scorer = CandidateScorer(self.value_model, input_ids, self.mask)
             return
-        token = input_ids[:, -1]
-        hits = self.last_candidates == token.unsqueeze(1)  # (B, k)
-        cand_index = torch.where(hits.any(1), hits.int().argmax(1), -1)
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        self.scorer.advance(token, cand_index, self.mask)
+        self.scorer.advance(input_ids[:, -1])
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -126,7 +122,6 @@ class QSharpLogitsProcessor(LogitsProcessor):
         self.seen = input_ids.clone()  # generate's own tensor may be reused
         logits = scores.float()
         cand = fused_step.expand_candidates(logits, self.temperature, self.top_k)
-        self.last_candidates = cand.ids
         head_out = self.scorer.score(cand.ids, self.mask)  # (B, k) or (B, k, n)
         eta = torch.full((logits.shape[0],), self.eta, device=logits.device)  # (B,)
         log_pi = self.policy.log_probs(logits, cand.ids, head_out, eta, self.temperature, self.candidates_only)

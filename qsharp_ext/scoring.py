@@ -2,8 +2,8 @@
 
 V-type: the k candidates go through the value model as k tokens at the same position, each seeing the
 cached prefix and itself only (a tree attention mask, the public 4D-mask path of `transformers`); the
-chosen candidate's keys and values stay in the cache, so the token is never run again. When the sampled
-token was not a candidate, the candidates are dropped and the token is run (one 1-token pass).
+sampled token rides along in the next step's pass, ahead of the candidates, whose keys and values are then
+dropped: one pass per step whether or not the token was a candidate, and nothing to decide on the host.
 Q-type: the hidden state at the last position scores every next token, so scoring runs the head's rows of
 the k candidates only. A shared-trunk Q-type model (shared_trunk.py) takes that hidden state from π_ref's own
 pass: no second backbone, no cache of its own.
@@ -18,6 +18,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from qsharp_ext.kernels.tree_attention import tree_attention_mask
+from qsharp_ext.kv_cache import ReservedCache
 from qsharp_ext.shared_trunk import trunk_features
 from qsharp_ext.value_model import ValueModel
 
@@ -54,30 +55,29 @@ def prefill(
     return last.repeat_interleave(repeats, 0)
 
 
-def _keep_chosen_candidate(cache: DynamicCache, prefix_len: int, cand_index: torch.Tensor) -> None:
-    """Drop the k scored candidates from the value cache but the chosen one, whose K/V are kept as they are."""
-    rows = torch.arange(cand_index.numel(), device=cand_index.device)
-    for layer in cache.layers:
-        chosen_k = layer.keys[rows, :, prefix_len + cand_index].unsqueeze(2)  # (N, Hkv, 1, d)
-        chosen_v = layer.values[rows, :, prefix_len + cand_index].unsqueeze(2)
-        layer.keys = torch.cat([layer.keys[:, :, :prefix_len], chosen_k], dim=2)
-        layer.values = torch.cat([layer.values[:, :, :prefix_len], chosen_v], dim=2)
-
-
-def _drop_candidates(cache: DynamicCache, prefix_len: int) -> None:
-    for layer in cache.layers:
-        layer.keys, layer.values = layer.keys[:, :, :prefix_len], layer.values[:, :, :prefix_len]
-
-
 class CandidateScorer:
-    """The value model's side of decoding: its cache, and head outputs for each step's candidates."""
+    """The value model's side of decoding: its cache, and head outputs for each step's candidates.
+
+    The token sampled at a step enters the value cache with the next step's scoring pass (`advance` only
+    remembers it): a V-type pass runs it ahead of the k candidates, then drops the candidates' keys and values;
+    a Q-type model runs it alone. Either way the cache never needs to know whether the token was a candidate,
+    so no step waits on the device to decide what to run.
+    """
 
     def __init__(
-        self, model: ValueModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int = 1
+        self,
+        model: ValueModel,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        repeats: int = 1,
+        capacity: int | None = None,
     ) -> None:
-        """Prefill the prompts (`repeats` rows per prompt share one prefill, see `prefill`)."""
-        self.model, self.cache = model, DynamicCache()
+        """Prefill the prompts (`repeats` rows per prompt share one prefill, see `prefill`). With a `capacity`
+        (prompt + new tokens + k), the cache is reserved up front (kv_cache.py)."""
+        self.model = model
+        self.cache = DynamicCache() if capacity is None else ReservedCache(capacity)
         self.cache_args = cache_kwarg(model, self.cache)  # looked up once, not at every step
+        self.pending: torch.Tensor | None = None  # (N,) the last sampled token, not yet in the cache
 
         def run(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
             return model.hidden(ids, attention_mask=mask, position_ids=position, **self.cache_args)[0]
@@ -85,32 +85,35 @@ class CandidateScorer:
         self.last = prefill(run, input_ids, attention_mask, self.cache, repeats)  # (N, H): Q-type scores from it
 
     def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Head outputs for the k candidates of every row: (N, k) or (N, k, n)."""
+        """Head outputs for the k candidates of every row: (N, k) or (N, k, n). `attention_mask` covers the
+        cached prefix and the pending token, if any."""
+        pending, self.pending = self.pending, None
         if self.model.is_q_type:
+            if pending is not None:
+                position = positions(attention_mask)[:, -1:]
+                hidden, _ = self.model.hidden(
+                    pending[:, None], attention_mask=attention_mask, position_ids=position, **self.cache_args
+                )  # fmt: skip
+                self.last = hidden[:, -1]
             return self.model.candidate_outputs(self.last, cand_ids)
         n, k = cand_ids.shape
-        allowed = tree_attention_mask(attention_mask.bool(), k)  # (N, 1, k, P + k)
+        new = 0 if pending is None else 1
+        allowed = tree_attention_mask(attention_mask.bool(), k, new)  # (N, 1, new + k, P + k)
         dtype = next(self.model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
             ~allowed, torch.finfo(dtype).min
         )
-        position = attention_mask.sum(-1, keepdim=True).expand(n, k)  # every candidate at the next position
-        head_out, _ = self.model(cand_ids, attention_mask=mask, position_ids=position, **self.cache_args)
-        return head_out
+        next_position = attention_mask.sum(-1, keepdim=True)  # every candidate at the next position
+        ids, position = cand_ids, next_position.expand(n, k)
+        if pending is not None:
+            ids, position = torch.cat([pending[:, None], ids], 1), torch.cat([next_position - 1, position], 1)
+        head_out, _ = self.model(ids, attention_mask=mask, position_ids=position, **self.cache_args)
+        self.cache.crop(-k)  # the candidates' keys and values; the pending token's stay
+        return head_out[:, new:]
 
-    def advance(self, token: torch.Tensor, cand_index: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        """Append the sampled token to the value cache (attention_mask already includes it)."""
-        prefix_len = attention_mask.shape[1] - 1
-        if not self.model.is_q_type and (cand_index >= 0).all():
-            _keep_chosen_candidate(self.cache, prefix_len, cand_index)
-            return
-        if not self.model.is_q_type:
-            _drop_candidates(self.cache, prefix_len)
-        position = positions(attention_mask)[:, -1:]
-        hidden, _ = self.model.hidden(
-            token.unsqueeze(1), attention_mask=attention_mask, position_ids=position, **self.cache_args
-        )
-        self.last = hidden[:, -1]
+    def advance(self, token: torch.Tensor) -> None:
+        """Take the sampled token (its column is already in the next step's attention mask)."""
+        self.pending = token
 
 
 class SharedTrunkScorer:
@@ -133,14 +136,19 @@ class SharedTrunkScorer:
     def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.candidate_outputs(self.last, cand_ids)
 
-    def advance(self, token: torch.Tensor, cand_index: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def advance(self, token: torch.Tensor) -> None:
         """Nothing to run: π_ref's pass over the token hands its hidden states to `read`."""
 
 
 def candidate_scorer(
-    model: ValueModel, ref_model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, repeats: int
+    model: ValueModel,
+    ref_model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    repeats: int,
+    capacity: int | None = None,
 ) -> CandidateScorer | SharedTrunkScorer:
     """The shared-trunk scorer for a Q-type model that reads this π_ref, else the value model's own (prefilled)."""
     if model.is_q_type and model.reads(ref_model):
         return SharedTrunkScorer(model, ref_model, repeats)
-    return CandidateScorer(model, input_ids, attention_mask, repeats)
+    return CandidateScorer(model, input_ids, attention_mask, repeats, capacity)

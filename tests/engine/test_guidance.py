@@ -67,23 +67,6 @@ def test_processor_and_guided_generate_agree_on_the_first_step(tokenizer):
     torch.testing.assert_close(processor(batch["input_ids"], position_logits), engine_logp, rtol=1e-4, atol=1e-4)
 
 
-class SameNoise(LogitsProcessor):
-    """Test-only, after the Q♯ processor: draws each row's token from the scores it gets with the fused step's
-    rule (candidates by descending score, then the rest by id; inverse CDF of one uniform per row from that
-    row's seed, as guided_generate's `row_seeds`) and leaves `generate` only that token. It keeps the scores."""
-
-    def __init__(self, processor: QSharpLogitsProcessor, row_seeds: list[int]) -> None:
-        self.processor, self.scores = processor, []
-        self.generators = [torch.Generator().manual_seed(s) for s in row_seeds]
-
-    def __call__(self, input_ids, scores):
-        self.scores.append(scores.clone())
-        noise = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
-        order, p = fused_step.sampling_probs(scores.double(), self.processor.last_candidates, 1.0, False)
-        token = fused_step.inverse_cdf(order, p, noise)
-        return torch.full_like(scores, -math.inf).scatter(1, token.unsqueeze(1), 0.0)
-
-
 class Recorder(LogitsProcessor):
     def __init__(self) -> None:
         self.scores = []
@@ -91,6 +74,25 @@ class Recorder(LogitsProcessor):
     def __call__(self, input_ids, scores):
         self.scores.append(scores.clone())
         return scores
+
+
+class SameNoise(LogitsProcessor):
+    """Test-only, after the Q♯ processor: draws each row's token from the scores it gets with the fused step's
+    rule (candidates by descending score, then the rest by id; inverse CDF of one uniform per row from that
+    row's seed, as guided_generate's `row_seeds`) and leaves `generate` only that token. It keeps the scores.
+    The candidates are π_ref's top k, from the scores `raw` (a Recorder ahead of the Q♯ processor) saw."""
+
+    def __init__(self, raw: Recorder, top_k: int, row_seeds: list[int]) -> None:
+        self.raw, self.top_k, self.scores = raw, top_k, []
+        self.generators = [torch.Generator().manual_seed(s) for s in row_seeds]
+
+    def __call__(self, input_ids, scores):
+        self.scores.append(scores.clone())
+        noise = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators])
+        candidates = fused_step.expand_candidates(self.raw.scores[-1].float(), 1.0, self.top_k).ids
+        order, p = fused_step.sampling_probs(scores.double(), candidates, 1.0, False)
+        token = fused_step.inverse_cdf(order, p, noise)
+        return torch.full_like(scores, -math.inf).scatter(1, token.unsqueeze(1), 0.0)
 
 
 def engine_steps(ref, tok, prompts, vm, **kwargs):
@@ -141,8 +143,9 @@ def test_processor_and_guided_generate_draw_the_same_tokens_with_the_same_noise(
     processor = QSharpLogitsProcessor(
         vm, eta=ETA, top_k=TOP_K, temperature=TEMPERATURE, attention_mask=batch["attention_mask"]
     )
-    draw = SameNoise(processor, seeds)
-    tokens = hf_generate(ref, batch, [processor, draw], NEW, do_sample=True, num_return_sequences=2)
+    raw = Recorder()
+    draw = SameNoise(raw, processor.top_k, seeds)
+    tokens = hf_generate(ref, batch, [raw, processor, draw], NEW, do_sample=True, num_return_sequences=2)
     assert_steps_agree(tokens, draw.scores, out, logps)
 
 
@@ -162,8 +165,9 @@ def test_processor_and_guided_generate_give_identical_log_probs_for_every_head(t
         ref, tokenizer, PROMPTS, vm, etas=(ETA,), top_k=top_k, max_new_tokens=new, eos_token_id=[], row_seeds=seeds
     )
     processor = QSharpLogitsProcessor(vm, eta=ETA, top_k=top_k, attention_mask=batch["attention_mask"])
-    draw = SameNoise(processor, seeds)
-    tokens = hf_generate(ref, batch, [processor, draw], new, do_sample=True)
+    raw = Recorder()
+    draw = SameNoise(raw, processor.top_k, seeds)
+    tokens = hf_generate(ref, batch, [raw, processor, draw], new, do_sample=True)
     assert tokens.tolist() == out.token_lists()
     logp = torch.stack([F.log_softmax(s, -1).gather(1, tokens[:, i, None])[:, 0] for i, s in enumerate(draw.scores)], 1)
     torch.testing.assert_close(logp, out.logp_pi, rtol=1e-5, atol=1e-4)
@@ -198,8 +202,9 @@ def test_a_pad_id_that_is_a_real_token_is_never_masked():
         ref, tok, [prompt], vm, etas=(ETA,), top_k=TOP_K, max_new_tokens=NEW, eos_token_id=[], row_seeds=[5]
     )
     processor = QSharpLogitsProcessor(vm, eta=ETA, top_k=TOP_K, pad_token_id=tok.pad_token_id)
-    draw = SameNoise(processor, [5])
-    tokens = hf_generate(ref, batch, [processor, draw], NEW, do_sample=True)  # generate gets the mask, not it
+    raw = Recorder()
+    draw = SameNoise(raw, processor.top_k, [5])
+    tokens = hf_generate(ref, batch, [raw, processor, draw], NEW, do_sample=True)  # generate gets the mask, not it
     assert_steps_agree(tokens, draw.scores, out, logps)
 
 
@@ -231,8 +236,9 @@ def test_the_cache_starts_afresh_on_the_next_generate_call(tokenizer):
         ref, tokenizer, ["w9 w8 w7 w6 w5"], vm, etas=(ETA,), top_k=TOP_K, max_new_tokens=NEW, eos_token_id=[],
         row_seeds=[9],
     )  # fmt: skip
-    draw = SameNoise(processor, [9])
-    tokens = hf_generate(ref, second, [processor, draw], NEW, do_sample=True)
+    raw = Recorder()
+    draw = SameNoise(raw, processor.top_k, [9])
+    tokens = hf_generate(ref, second, [raw, processor, draw], NEW, do_sample=True)
     assert_steps_agree(tokens, draw.scores, out, logps)
 
 
