@@ -1,9 +1,14 @@
 """Triton kernels of the fused guided decoding step (see `qsharp_ext.kernels.fused_step` for the rule).
 
-Two kernels, one program per row:
-- `_expand_kernel`: an online max/logsumexp over row tiles, then k rounds of a masked argmax (each round
-  takes the best logit that comes after the previous pick in (logit desc, id asc) order). O(k·V) per row:
-  meant for k << V.
+The top-k expansion reads each row once, in parallel chunks:
+- `_chunk_topk_kernel`, one program per (row, chunk of `_CHUNK` logits): the chunk's max and Σ exp (for the
+  row's logsumexp), then its own top k by k rounds of an argmax over the chunk held in registers (ties: lower
+  id first);
+- `_merge_topk_kernel`, one program per row: the row's logsumexp from the chunks' (max, Σ exp), and the top k of
+  the chunks' k·C finalists, in (logit desc, id asc) order.
+A large k (k·C finalists past `_MAX_MERGE`) takes `_expand_kernel` instead, one program per row: an online
+logsumexp over row tiles, then k rounds of a masked argmax, each over the whole row.
+Then one kernel, one program per row:
 - `_guided_kernel`: the candidates' log-offsets (Bernoulli, histogram or mean head), the O(k) guided
   statistics (ln Zg, the candidates' and the rest's mass, exact KL), the sampling order as ranks from a
   (k, k) comparison, top-p and the inverse-CDF draw; the non-candidates are walked tile by tile only when u
@@ -26,6 +31,8 @@ from qsharp_ext.kernels.fused_step import Candidates
 
 _HEAD_IDS = {"bernoulli": 0, "histogram": 1, "mean": 2}
 _BLOCK_V = 1024
+_CHUNK = 4096  # logits per program of the chunked top-k: a 128k vocabulary is 32 programs per row
+_MAX_MERGE = 8192  # finalists (chunks × k) one merge program holds
 _MAX_TILE = 1 << 13  # elements of one (vocab tile, k) membership test
 MAX_K = 1024  # the sampling order is a (k, k) comparison held by one program
 
@@ -229,15 +236,89 @@ def _walk(row_ptr, V, temperature, lse, ids, k_mask, floor_minus_log_z, excess, 
     return tl.where(found >= 0, found, last)
 
 
-def expand_candidates(ref_logits: torch.Tensor, temperature: float, k: int) -> Candidates:
-    """`fused_step.expand_candidates` by the Triton kernel; `ref_logits` float32 (B, V)."""
+@triton.jit
+def _chunk_topk_kernel(
+    x_ptr, part_x_ptr, part_id_ptr, part_m_ptr, part_s_ptr, V, k, n_chunks, temperature, CHUNK: tl.constexpr
+):
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    neg_inf = float("-inf")
+    offs = chunk * CHUNK + tl.arange(0, CHUNK).to(tl.int64)
+    valid = offs < V
+    x = tl.load(x_ptr + row * V + offs, mask=valid, other=neg_inf)
+    z = x / temperature
+    m = tl.max(z, 0)
+    safe_m = tl.where(m == neg_inf, 0.0, m)
+    slot = row * n_chunks + chunk
+    tl.store(part_m_ptr + slot, m)
+    tl.store(part_s_ptr + slot, tl.sum(tl.exp(z - safe_m).to(tl.float64), 0))
+    taken = offs < 0
+    for r in range(0, k):
+        eligible = valid & (taken == 0)
+        xv = tl.where(eligible, x, neg_inf)
+        bx = tl.max(xv, 0)
+        bid = tl.min(tl.where(eligible & (xv == bx), offs, V), 0)  # V: the chunk has fewer than k logits
+        tl.store(part_x_ptr + slot * k + r, bx)
+        tl.store(part_id_ptr + slot * k + r, bid)
+        taken = taken | (offs == bid)
+
+
+@triton.jit
+def _merge_topk_kernel(
+    part_x_ptr, part_id_ptr, part_m_ptr, part_s_ptr, ids_ptr, logp_ptr, lse_ptr, V, k, n_chunks, temperature,
+    BLOCK_C: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    neg_inf = float("-inf")
+    c = tl.arange(0, BLOCK_C)
+    m_c = tl.load(part_m_ptr + row * n_chunks + c, mask=c < n_chunks, other=neg_inf)
+    s_c = tl.load(part_s_ptr + row * n_chunks + c, mask=c < n_chunks, other=0.0)
+    m = tl.max(m_c, 0)
+    safe_m = tl.where(m == neg_inf, 0.0, m)
+    s = tl.sum(s_c * tl.exp((m_c - safe_m).to(tl.float64)), 0)
+    lse = (m.to(tl.float64) + tl.log(s)).to(tl.float32)
+    tl.store(lse_ptr + row, lse)
+    n = n_chunks * k
+    j = tl.arange(0, BLOCK)
+    xs = tl.load(part_x_ptr + row * n + j, mask=j < n, other=neg_inf)
+    cand = tl.load(part_id_ptr + row * n + j, mask=j < n, other=V)
+    live = cand < V
+    for r in range(0, k):
+        xv = tl.where(live, xs, neg_inf)
+        bx = tl.max(xv, 0)
+        bid = tl.min(tl.where(live & (xv == bx), cand, V), 0)
+        tl.store(ids_ptr + row * k + r, bid)
+        tl.store(logp_ptr + row * k + r, bx / temperature - lse)
+        live = live & (cand != bid)
+
+
+def expand_candidates(
+    ref_logits: torch.Tensor, temperature: float, k: int, chunk: int = _CHUNK, max_merge: int = _MAX_MERGE
+) -> Candidates:
+    """`fused_step.expand_candidates` by the Triton kernels; `ref_logits` float32 (B, V). `chunk` (a power of 2)
+    and `max_merge` are the chunked top-k's sizes (tests make them small)."""
     x = ref_logits.contiguous()
     batch, vocab = x.shape
-    ids = torch.empty(batch, k, dtype=torch.int64, device=x.device)
-    ref_logp = torch.empty(batch, k, dtype=torch.float32, device=x.device)
-    lse = torch.empty(batch, dtype=torch.float32, device=x.device)
-    if batch:
+    dev = x.device
+    ids = torch.empty(batch, k, dtype=torch.int64, device=dev)
+    ref_logp = torch.empty(batch, k, dtype=torch.float32, device=dev)
+    lse = torch.empty(batch, dtype=torch.float32, device=dev)
+    n_chunks = triton.cdiv(vocab, chunk)
+    if not batch:
+        return Candidates(ids=ids, ref_logp=ref_logp, lse=lse)
+    if n_chunks * k > max_merge:
         _expand_kernel[(batch,)](x, ids, ref_logp, lse, vocab, k, float(temperature), BLOCK=_BLOCK_V)
+        return Candidates(ids=ids, ref_logp=ref_logp, lse=lse)
+    part_x = torch.empty(batch, n_chunks, k, dtype=torch.float32, device=dev)
+    part_id = torch.empty(batch, n_chunks, k, dtype=torch.int64, device=dev)
+    part_m = torch.empty(batch, n_chunks, dtype=torch.float32, device=dev)
+    part_s = torch.empty(batch, n_chunks, dtype=torch.float64, device=dev)
+    t = float(temperature)
+    _chunk_topk_kernel[(batch, n_chunks)](x, part_x, part_id, part_m, part_s, vocab, k, n_chunks, t, CHUNK=chunk)
+    _merge_topk_kernel[(batch,)](
+        part_x, part_id, part_m, part_s, ids, ref_logp, lse, vocab, k, n_chunks, t,
+        BLOCK_C=triton.next_power_of_2(n_chunks), BLOCK=triton.next_power_of_2(n_chunks * k),
+    )  # fmt: skip
     return Candidates(ids=ids, ref_logp=ref_logp, lse=lse)
 
 

@@ -127,6 +127,28 @@ def test_expand_candidates_equals_reference(rng, backend):
         torch.testing.assert_close(got.lse.cpu(), want.lse, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not importable")
+@pytest.mark.parametrize(("chunk", "max_merge"), [(32, 8192), (64, 8192), (32, 100)])
+def test_triton_chunked_top_k_equals_reference(rng, chunk, max_merge):
+    """Many small chunks (the chunked top-k and its merge), and max_merge below k·C (the one-program kernel):
+    ties across chunk boundaries, a row with a masked (-inf) vocabulary and a chunk holding only -inf."""
+    from qsharp_ext.kernels import triton_step
+
+    x = make_logits(rng, 3, 300)
+    x[:, 40] = x[:, 70] = x[:, 250] = 9.0  # a three-way tie in three chunks
+    x[1, 100:260] = -INF  # whole chunks masked
+    x[2, :] = -INF
+    x[2, [5, 299]] = 1.0  # two finite logits: the rest of the top k are -inf, lower id first
+    for k in (1, 20, 45):
+        want = FS.reference_expand_candidates(x, 0.7, k)
+        got = triton_step.expand_candidates(x.to(device_of("triton")), 0.7, k, chunk=chunk, max_merge=max_merge)
+        assert torch.equal(got.ids.cpu(), want.ids), (k, chunk)
+        finite = want.ref_logp.isfinite()
+        assert torch.equal(got.ref_logp.cpu().isfinite(), finite)
+        torch.testing.assert_close(got.ref_logp.cpu()[finite], want.ref_logp[finite], rtol=1e-5, atol=2e-5)
+        torch.testing.assert_close(got.lse.cpu(), want.lse, rtol=1e-5, atol=2e-5)
+
+
 @needs_cpp
 def test_cpp_expand_whole_large_vocabulary(rng):
     x = make_logits(rng, 2, 49152)
