@@ -52,9 +52,12 @@ void expand_on_cpu(Expansion& e, double temperature, int64_t) {
 #ifdef WITH_CUDA
 void expand_on_cuda(Expansion& e, double temperature, int64_t k) {
   const c10::cuda::CUDAGuard guard(e.in.device());
-  check_cuda(qsharp::cuda::expand_candidates(e.in.const_data_ptr<float>(), e.in.size(0), e.in.size(1),
-                                             static_cast<float>(temperature), k, e.ids.data_ptr<int64_t>(),
-                                             e.ref_logp.data_ptr<float>(), e.lse.data_ptr<float>(),
+  const int64_t rows = e.in.size(0), vocab = e.in.size(1);
+  const auto scratch =
+      torch::empty({qsharp::cuda::expand_scratch_bytes(rows, vocab, k)}, e.in.options().dtype(torch::kUInt8));
+  check_cuda(qsharp::cuda::expand_candidates(e.in.const_data_ptr<float>(), rows, vocab, static_cast<float>(temperature),
+                                             k, e.ids.data_ptr<int64_t>(), e.ref_logp.data_ptr<float>(),
+                                             e.lse.data_ptr<float>(), scratch.data_ptr(),
                                              c10::cuda::getCurrentCUDAStream()));
 }
 #endif

@@ -7,10 +7,13 @@
 
 namespace qsharp::cuda {
 
-// One block per row of `logits` (rows, vocab): lse (rows,) of logits/T, the top-k ids (rows, k) by descending
-// logit (ties: lower id first) and their ln π_ref (rows, k). k rounds of a block argmax: meant for k << vocab.
+// The top-k expansion of `logits` (rows, vocab): lse (rows,) of logits/T, the top-k ids (rows, k) by descending
+// logit (ties: lower id first) and their ln π_ref (rows, k). Two passes: one block per (row, 4,096 logits) finds its
+// chunk's top k and (max, Σ e^{z - max}), one block per row merges them. `scratch` holds expand_scratch_bytes(rows,
+// vocab, k) bytes of device memory, 16-byte aligned.
+int64_t expand_scratch_bytes(int64_t rows, int64_t vocab, int64_t k);
 cudaError_t expand_candidates(const float* logits, int64_t rows, int64_t vocab, float temperature, int64_t k,
-                              int64_t* ids, float* ref_logp, float* lse, cudaStream_t stream);
+                              int64_t* ids, float* ref_logp, float* lse, void* scratch, cudaStream_t stream);
 
 // Device pointers of one guided draw (see qsharp_ext/kernels/fused_step.py); scratch holds rows × k entries each.
 struct GuidedSampleArgs {

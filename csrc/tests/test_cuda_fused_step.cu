@@ -36,38 +36,31 @@ void mismatch(int& failures, const char* what, int64_t row, int64_t j, double go
                                     static_cast<long>(j), got, want);
 }
 
-int run() {
-  const int64_t rows = 6, vocab = 3000, k = 8, n_atoms = 5;
-  const float temperature = 0.7f;
-  std::mt19937_64 gen(7);
-  std::normal_distribution<float> normal(0.f, 5.f);
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  std::vector<float> logits(rows * vocab), head_out(rows * k * n_atoms), atoms(n_atoms), eta(rows), floor(rows, 0.f);
-  for (auto& x : logits) x = std::round(normal(gen) * 4.f) / 4.f;  // coarse values: ties happen
-  logits[0] = 50.f;
-  logits[vocab + 1] = -50.f;
-  for (auto& x : head_out) x = normal(gen);
-  for (int i = 0; i < n_atoms; ++i) atoms[i] = static_cast<float>(i) / (n_atoms - 1);
-  const float etas[] = {0.01f, 1.f, 100.f, INFINITY, 0.5f, 2.f};
-  std::copy(etas, etas + rows, eta.begin());
-  std::vector<double> noise(rows);
-  for (auto& u : noise) u = uniform(gen);
+// The expansion's outputs on the device.
+struct DeviceExpansion {
+  int64_t* ids = nullptr;
+  float* logp = nullptr;
+  float* lse = nullptr;
+};
 
-  float* d_logits = to_device(logits);
-  int64_t* d_ids = nullptr;
-  float *d_logp = nullptr, *d_lse = nullptr;
-  cudaMalloc(&d_ids, rows * k * sizeof(int64_t));
-  cudaMalloc(&d_logp, rows * k * sizeof(float));
-  cudaMalloc(&d_lse, rows * sizeof(float));
-  if (qsharp::cuda::expand_candidates(d_logits, rows, vocab, temperature, k, d_ids, d_logp, d_lse, nullptr) !=
-      cudaSuccess) {
-    std::printf("FAIL expand launch\n");
-    return 1;
-  }
-  const auto ids = to_host(d_ids, rows * k);
-  const auto logp = to_host(d_logp, rows * k);
-  const auto lse = to_host(d_lse, rows);
-  int failures = 0;
+// Expands the device rows `d_logits` (rows, vocab) into fresh device buffers; false when a launch failed.
+bool expand(const float* d_logits, int64_t rows, int64_t vocab, int64_t k, float temperature, DeviceExpansion& out) {
+  cudaMalloc(&out.ids, rows * k * sizeof(int64_t));
+  cudaMalloc(&out.logp, rows * k * sizeof(float));
+  cudaMalloc(&out.lse, rows * sizeof(float));
+  void* scratch = nullptr;
+  cudaMalloc(&scratch, qsharp::cuda::expand_scratch_bytes(rows, vocab, k));
+  const bool ok = qsharp::cuda::expand_candidates(d_logits, rows, vocab, temperature, k, out.ids, out.logp, out.lse,
+                                                  scratch, nullptr) == cudaSuccess;
+  return cudaFree(scratch) == cudaSuccess && ok;
+}
+
+// The device's top-k ids, their ln π_ref and each row's lse against a brute-force host computation.
+void check_expansion(const std::vector<float>& logits, int64_t rows, int64_t vocab, int64_t k, float temperature,
+                     const DeviceExpansion& d, int& failures) {
+  const auto ids = to_host(d.ids, rows * k);
+  const auto logp = to_host(d.logp, rows * k);
+  const auto lse = to_host(d.lse, rows);
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<std::pair<float, int64_t>> all(vocab);
     double m = -INFINITY, s = 0.0;
@@ -86,6 +79,61 @@ int run() {
       if (!close(logp[r * k + j], want, 1e-5)) mismatch(failures, "ref_logp", r, j, logp[r * k + j], want);
     }
   }
+}
+
+// Vocabularies of several 4,096-logit chunks (one of a single logit, 4,097), k up to a whole chunk, ties within and
+// across chunks, a ±50 logit in the last chunk.
+void check_chunked_expansion(std::mt19937_64& gen, int& failures) {
+  struct Shape {
+    int64_t rows, vocab, k;
+  };
+  std::normal_distribution<float> normal(0.f, 5.f);
+  for (const Shape shape : {Shape{2, 4097, 20}, Shape{3, 9000, 64}, Shape{2, 128256, 20}, Shape{1, 5000, 4096}}) {
+    std::vector<float> logits(shape.rows * shape.vocab);
+    for (auto& x : logits) x = std::round(normal(gen) * 2.f) / 2.f;
+    logits[shape.vocab - 1] = 50.f;
+    logits[logits.size() - 1] = -50.f;
+    float* d_logits = to_device(logits);
+    DeviceExpansion d;
+    if (!expand(d_logits, shape.rows, shape.vocab, shape.k, 0.7f, d)) {
+      mismatch(failures, "launch, vocab", 0, shape.vocab, 0, 0);
+      continue;
+    }
+    check_expansion(logits, shape.rows, shape.vocab, shape.k, 0.7f, d, failures);
+  }
+}
+
+int run() {
+  const int64_t rows = 6, vocab = 3000, k = 8, n_atoms = 5;
+  const float temperature = 0.7f;
+  std::mt19937_64 gen(7);
+  std::normal_distribution<float> normal(0.f, 5.f);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<float> logits(rows * vocab), head_out(rows * k * n_atoms), atoms(n_atoms), eta(rows), floor(rows, 0.f);
+  for (auto& x : logits) x = std::round(normal(gen) * 4.f) / 4.f;  // coarse values: ties happen
+  logits[0] = 50.f;
+  logits[vocab + 1] = -50.f;
+  for (auto& x : head_out) x = normal(gen);
+  for (int i = 0; i < n_atoms; ++i) atoms[i] = static_cast<float>(i) / (n_atoms - 1);
+  const float etas[] = {0.01f, 1.f, 100.f, INFINITY, 0.5f, 2.f};
+  std::copy(etas, etas + rows, eta.begin());
+  std::vector<double> noise(rows);
+  for (auto& u : noise) u = uniform(gen);
+
+  float* d_logits = to_device(logits);
+  DeviceExpansion d;
+  if (!expand(d_logits, rows, vocab, k, temperature, d)) {
+    std::printf("FAIL expand launch\n");
+    return 1;
+  }
+  int failures = 0;
+  check_expansion(logits, rows, vocab, k, temperature, d, failures);
+  check_chunked_expansion(gen, failures);
+  const int64_t* d_ids = d.ids;
+  const float *d_logp = d.logp, *d_lse = d.lse;
+  const auto ids = to_host(d_ids, rows * k);
+  const auto logp = to_host(d_logp, rows * k);
+  const auto lse = to_host(d_lse, rows);
 
   float *d_head = to_device(head_out), *d_atoms = to_device(atoms), *d_eta = to_device(eta),
         *d_floor = to_device(floor);
