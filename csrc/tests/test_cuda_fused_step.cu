@@ -129,11 +129,9 @@ int run() {
   int failures = 0;
   check_expansion(logits, rows, vocab, k, temperature, d, failures);
   check_chunked_expansion(gen, failures);
-  const int64_t* d_ids = d.ids;
-  const float *d_logp = d.logp, *d_lse = d.lse;
-  const auto ids = to_host(d_ids, rows * k);
-  const auto logp = to_host(d_logp, rows * k);
-  const auto lse = to_host(d_lse, rows);
+  const auto ids = to_host(d.ids, rows * k);  // the guided draw's host reference reads the same candidates
+  const auto logp = to_host(d.logp, rows * k);
+  const auto lse = to_host(d.lse, rows);
 
   float *d_head = to_device(head_out), *d_atoms = to_device(atoms), *d_eta = to_device(eta),
         *d_floor = to_device(floor);
@@ -149,7 +147,7 @@ int run() {
     for (double top_p : {1.0, 0.9}) {
       for (bool cands_only : {false, true}) {
         const int64_t n = head == qsharp::kHistogramHead ? n_atoms : 1;
-        qsharp::cuda::GuidedSampleArgs a{d_logits, d_ids, d_logp, d_lse, d_head, d_atoms, d_eta, d_floor, d_noise,
+        qsharp::cuda::GuidedSampleArgs a{d_logits, d.ids, d.logp, d.lse, d_head, d_atoms, d_eta, d_floor, d_noise,
                                          rows, vocab, k, n, head, temperature, top_p, cands_only,
                                          d_scratch_f, d_scratch_f + rows * k, d_scratch_i, d_scratch_i + rows * k,
                                          d_token, d_cand, d_pi, d_ref, d_kl};
