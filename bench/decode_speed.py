@@ -6,7 +6,9 @@
 shape when it is absent, and the JSON says which); value models = π_ref's first 6 layers + a V-type or a
 Q-type head, and a Q-type head on all of π_ref's layers that shares π_ref's forward pass (shared_trunk.py).
 Writes DIR/decode_speed.json and DIR/decode_speed.md. All rows generate exactly `--new-tokens` tokens
-(no EOS stop) for the same prompts, so tokens/s compare like for like within one run.
+(no EOS stop) for the same prompts, so tokens/s compare like for like within one run. The `_fixed` rows decode
+with `fixed_shapes` (every step the same shapes, the caches attended whole: what CUDA graphs need), to show
+what that layout costs where no graph replays it.
 
 Why a FLOP ceiling: on this CPU decoding is compute-bound, so scoring k candidates through L value layers
 costs k × L layers of work per token; a Q-type head runs its k candidates' rows only (k·H MACs), and a
@@ -140,11 +142,15 @@ def decoding_runs(
     top_k: int,
     eta: float = 0.1,
     shared: ValueModel | None = None,
+    cuda_graphs: bool = False,
+    fixed_shapes: bool = False,
 ) -> dict[str, Callable[[int], object]]:
     """The decoders compared here, each a function of the number of new tokens (all generate exactly that many:
     no EOS stop): `hf_generate` (π_ref's `model.generate`, plain sampling), `engine_plain` (`guided_generate`
     with guidance off), `qsharp` (V-type value model at η), `qsharp_qtype` (Q-type at η) and, when given,
-    `qsharp_shared` (a Q-type head on π_ref's own layers, read from π_ref's pass)."""
+    `qsharp_shared` (a Q-type head on π_ref's own layers, read from π_ref's pass); with `cuda_graphs` (π_ref on
+    a GPU), also `engine_plain_graphs` and `qsharp_graphs`, their steps replayed as CUDA graphs; with
+    `fixed_shapes`, `engine_plain_fixed` and `qsharp_fixed`, the same steps run eagerly."""
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(ref.device)
 
     def hf_generate(new_tokens: int):
@@ -154,10 +160,10 @@ def decoding_runs(
                 min_new_tokens=new_tokens, pad_token_id=tokenizer.pad_token_id,
             )  # fmt: skip
 
-    def engine(value_model: ValueModel | None, etas: tuple) -> Callable[[int], object]:
+    def engine(value_model: ValueModel | None, etas: tuple, **shapes: bool) -> Callable[[int], object]:
         return lambda new_tokens: guided_generate(
             ref, tokenizer, prompts, value_model, etas=etas, max_new_tokens=new_tokens, top_k=top_k,
-            eos_token_id=[], seed=0,
+            eos_token_id=[], seed=0, **shapes,
         )  # fmt: skip
 
     runs = {
@@ -166,7 +172,12 @@ def decoding_runs(
         "qsharp": engine(vtype, (eta,)),
         "qsharp_qtype": engine(qtype, (eta,)),
     }
-    return runs | ({"qsharp_shared": engine(shared, (eta,))} if shared is not None else {})
+    runs |= {"qsharp_shared": engine(shared, (eta,))} if shared is not None else {}
+    for option, suffix, wanted in (("fixed_shapes", "fixed", fixed_shapes), ("cuda_graphs", "graphs", cuda_graphs)):
+        if wanted:
+            runs[f"engine_plain_{suffix}"] = engine(None, (None,), **{option: True})
+            runs[f"qsharp_{suffix}"] = engine(vtype, (eta,), **{option: True})
+    return runs
 
 
 @dataclasses.dataclass
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     shared = ValueModel.from_reference(ref, 0, tokenizer, parameterization="q", share_trunk=True).eval()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(cfg.batch)]
     n_tokens = cfg.batch * cfg.new_tokens
-    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, cfg.top_k, shared=shared)
+    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, cfg.top_k, shared=shared, fixed_shapes=True)
     runs["hf_generate"](4)  # warm-up: first-call allocations and thread pools
     result: dict[str, object] = {}
     for name, fn in runs.items():
@@ -230,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         "qsharp_qtype_over_plain_over_flop_limit": result["qsharp_qtype_tok_s"] / plain / result["flop_limit_qtype"],
         "qsharp_shared_over_plain": result["qsharp_shared_tok_s"] / plain,
         "qsharp_over_naive": result["qsharp_short_tok_s"] / result["naive_tok_s"],
+        "engine_plain_fixed_over_plain": result["engine_plain_fixed_tok_s"] / plain,  # what fixed shapes cost here
+        "qsharp_fixed_over_qsharp": result["qsharp_fixed_tok_s"] / result["qsharp_tok_s"],
     }
     meta = {
         "ref_model": model_name, "value_layers": cfg.value_layers, "batch": cfg.batch,

@@ -22,9 +22,12 @@ holds every part's full output.
                   Llama-3.1-8B π_ref / Llama-3.2-1B value-model shapes, random weights (nothing is downloaded),
                   bf16, batch 16 then 1, 128 new tokens, k = 20. Each figure is the wall time of one call
                   (prefill included, prompts of 24-40 tokens) / 128, and its ratio to our plain decoding
-                  and to HF generate measured in the same process a moment before.
-  kernel-tests    `pytest -v tests/kernels`: C++, Triton (on CUDA tensors) and CUDA against the torch
-                  reference; counts, failed tests, and the test a crash happened in.
+                  and to HF generate measured in the same process a moment before; then our plain and the
+                  V-type decoding with `cuda_graphs=True` (every step after the first replayed as one CUDA
+                  graph), with their ratio.
+  kernel-tests    `pytest -v tests/kernels tests/engine/test_fixed_shapes.py`: C++, Triton (on CUDA tensors)
+                  and CUDA against the torch reference, and CUDA-graph decoding against eager decoding;
+                  counts, failed tests, and the test a crash happened in.
   decode-smollm2  as decode-llama8b at SmolLM2-135M's shape, the value models being its first 6 layers.
   csrc-tests      the standalone CMake build of csrc/ for this GPU's architecture and its ctest (the CUDA C++
                   kernel tests); skipped with --cpu-smoke (CI builds and runs it with `make csrc-check`).
@@ -88,7 +91,8 @@ PART_NAMES = tuple(p.name for p in PARTS)
 # every later row carries its ratio to it.
 RUNS = {
     "engine_plain": "plain", "hf_generate": "hf_generate", "qsharp": "guided_vtype", "qsharp_qtype": "guided_qtype",
-    "qsharp_shared": "guided_shared_trunk",
+    "qsharp_shared": "guided_shared_trunk", "engine_plain_graphs": "plain_graphs",
+    "qsharp_graphs": "guided_vtype_graphs",
 }  # fmt: skip
 
 
@@ -183,6 +187,10 @@ def targets(data: dict) -> list[dict]:
         if row.get("run") == "guided_vtype" and row.get("batch") == 16 and "over_plain" in row:
             value = row["over_plain"]
             rows.append({"target": "guided V-type / plain latency, 8B/1B, batch 16", "value": value,
+                         "goal": "<= 1.15", "met": value <= 1.15})  # fmt: skip
+        if row.get("run") == "guided_vtype_graphs" and row.get("batch") == 16 and "over_plain_graphs" in row:
+            value = row["over_plain_graphs"]
+            rows.append({"target": "the same, both as CUDA graphs (cuda_graphs=True)", "value": value,
                          "goal": "<= 1.15", "met": value <= 1.15})  # fmt: skip
     for row in parts.get("kernel-bench", {}).get("rows", []):
         for kernel in ("triton", "cuda"):
@@ -321,21 +329,25 @@ def run_decode(args, report: Report, name: str) -> int:
     rows, failed = [], False
     for batch in batches:
         prompts = word_prompts(batch, shapes["ref"].vocab_size)
-        decoders = decode_speed.decoding_runs(ref, tokenizer, prompts, vtype, qtype, top_k, eta, shared=shared)
-        plain_ms = hf_ms = None
+        decoders = decode_speed.decoding_runs(
+            ref, tokenizer, prompts, vtype, qtype, top_k, eta, shared=shared, cuda_graphs=device == "cuda"
+        )  # fmt: skip
+        base: dict[str, float] = {}  # ms per token of plain, hf_generate and plain_graphs
         for key, label in RUNS.items():
+            if key not in decoders:  # the CUDA-graph runs on a GPU only
+                continue
             row = {"batch": batch, "run": label}
             try:
                 decode = decoders[key]
                 decode(warm_tokens)  # first-call work: Triton compilation, cuBLAS handles, allocator
                 ms = timed_ms(lambda decode=decode: decode(new_tokens), device) / new_tokens
                 row |= {"ms_per_token": ms, "tok_s": batch * 1e3 / ms}
-                plain_ms = ms if label == "plain" else plain_ms
-                hf_ms = ms if label == "hf_generate" else hf_ms
-                if plain_ms is not None:
-                    row["over_plain"] = ms / plain_ms
-                if hf_ms is not None:
-                    row["over_hf"] = ms / hf_ms
+                base |= {label: ms} if label in ("plain", "hf_generate", "plain_graphs") else {}
+                for name, column in (("plain", "over_plain"), ("hf_generate", "over_hf")):
+                    if name in base:
+                        row[column] = ms / base[name]
+                if label.endswith("_graphs") and "plain_graphs" in base:
+                    row["over_plain_graphs"] = ms / base["plain_graphs"]
             except Exception as err:  # recorded; the other decoders still run
                 traceback.print_exc()
                 row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
@@ -417,7 +429,7 @@ def part_commands(name: str, args, py: str, results_dir: Path) -> tuple[list[lis
         return [[py, "setup.py", "build_ext", "--inplace"], check], env, f"sm_{major}{minor} only"
     if name == "kernel-tests":
         smoke = ["tests/kernels/test_fused_step.py", "-k", "expand_candidates_equals_reference or bad_shapes"]
-        selection = smoke if args.cpu_smoke else ["tests/kernels"]
+        selection = smoke if args.cpu_smoke else ["tests/kernels", "tests/engine/test_fixed_shapes.py"]
         note = "--cpu-smoke runs the candidate expansion and shape-check kernel tests only" if args.cpu_smoke else None
         return [[py, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", *selection]], {}, note
     if name == "csrc-tests":

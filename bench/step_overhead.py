@@ -3,10 +3,11 @@
     python bench/step_overhead.py --out bench/results
 
 Writes DIR/step_overhead.json and DIR/step_overhead.md: milliseconds per generated token of HF `generate`
-(plain sampling), our plain decoding, Q♯ with a V-type, a Q-type and a shared-trunk value model (decode_speed.py's
-decoders), each the median of `--repeats` runs, taken in turns so that all see the same load. A model this small
-does almost no arithmetic, so the figures are the Python, dispatch and kernel-launch cost of one step: what CUDA
-graphs would remove on a GPU, and what a guided step adds to a plain one. Compare ratios, not milliseconds.
+(plain sampling), our plain decoding, Q♯ with a V-type, a Q-type and a shared-trunk value model, and plain and
+V-type with `fixed_shapes` (decode_speed.py's decoders), each the median of `--repeats` runs, taken in turns so
+that all see the same load. A model this small does almost no arithmetic, so the figures are the Python,
+dispatch and kernel-launch cost of one step: what CUDA graphs would remove on a GPU, and what a guided step
+adds to a plain one. Compare ratios, not milliseconds.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(0)
     ref, tokenizer, vtype, qtype, shared = tiny_models(cfg)
-    runs = decoding_runs(ref, tokenizer, ["w1 w2 w3 w4 w5 w6 w7 w8"], vtype, qtype, cfg.top_k, shared=shared)
+    prompts = ["w1 w2 w3 w4 w5 w6 w7 w8"]
+    runs = decoding_runs(ref, tokenizer, prompts, vtype, qtype, cfg.top_k, shared=shared, fixed_shapes=True)
     for fn in runs.values():
         fn(4)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in runs}

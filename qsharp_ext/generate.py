@@ -25,13 +25,15 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
+from qsharp_ext.fixed_shapes import FixedSlots, GrowingSlots, model_mask
 from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
-from qsharp_ext.kv_cache import ReservedCache
+from qsharp_ext.kv_cache import FixedCache, ReservedCache
 from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.sampling_settings import resolve_sampling
-from qsharp_ext.scoring import SharedTrunkScorer, cache_kwarg, candidate_scorer, positions, prefill
+from qsharp_ext.scoring import SharedTrunkScorer, cache_kwarg, candidate_scorer, prefill
+from qsharp_ext.step_graphs import Decoded, captured
 from qsharp_ext.value_model import ValueModel, check_tokenizer
 
 StepHook = Callable[[int, dict], None]
@@ -196,6 +198,8 @@ def guided_generate(
     seed: int | None = None,
     row_seeds: Sequence[int] | None = None,
     rollin_steps: Sequence[int] | None = None,
+    fixed_shapes: bool = False,
+    cuda_graphs: bool = False,
     progress: bool = False,
     on_step: StepHook | None = None,
 ) -> GenerationOutput:
@@ -221,7 +225,11 @@ def guided_generate(
     repeats a call, as with `model.generate`), returned as the output's `seed`. `row_seeds` (one per row,
     rows ordered prompt-major, then η, then sample) gives every row its own noise stream, so a row's sample
     does not depend on what else is in the batch. `rollin_steps` (one per row) switches a row to plain π_ref
-    after that many guided tokens (DAgger roll-in, then roll-out).
+    after that many guided tokens (DAgger roll-in, then roll-out). `fixed_shapes` gives every step after the
+    first the same tensor shapes (both models' caches attended whole under 4D masks, fixed_shapes.py), the
+    precondition for replaying steps as CUDA graphs; the same samples up to float rounding, and on a CPU slower.
+    `cuda_graphs` (π_ref on a CUDA device; implies `fixed_shapes`) captures the second step as a CUDA graph and
+    replays it for every later one (step_graphs.py); `on_step` then cannot watch the steps.
     `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
     Every input is checked before any model runs; a mistake is a UserError in one sentence.
     """
@@ -239,6 +247,9 @@ def guided_generate(
     if value_model is not None:
         check_tokenizer(value_model.head_config, tokenizer, "the given value model")
     device = ref_model.device
+    if cuda_graphs and (device.type != "cuda" or on_step is not None):
+        raise UserError("cuda_graphs needs π_ref on a CUDA device and no on_step hook (replayed steps run no Python)")
+    fixed_shapes = fixed_shapes or cuda_graphs
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
     eos = opts.eos_token_id if opts.eos_token_id is not None else stop_token_ids(ref_model, tokenizer)
     eos_ids = torch.tensor(token_id_list(eos), dtype=torch.long, device=device)
@@ -261,63 +272,77 @@ def guided_generate(
     policy = GuidedPolicy.of(value_model)
 
     length = rows.prompt_ids.shape[1] + max_new_tokens
-    ref_kv = ReservedCache(length)
+    ref_kv = FixedCache(length) if fixed_shapes else ReservedCache(length)
     ref_cache = cache_kwarg(ref_model, ref_kv)  # the argument name is looked up once
+    ref_dtype = next(ref_model.parameters()).dtype
     scorer = None
     if guided:
         scorer = candidate_scorer(
-            value_model, ref_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt, capacity=length + top_k
+            value_model, ref_model, rows.prompt_ids, rows.prompt_mask, rows.per_prompt, capacity=length + top_k,
+            fixed_shapes=fixed_shapes,
         )  # fmt: skip
     reader = scorer if isinstance(scorer, SharedTrunkScorer) else None  # reads π_ref's hidden states
 
     def run_ref(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """π_ref's logits (rows, len(ids), V), its KV cache extended by `ids`."""
         out = ref_model(
-            input_ids=ids, attention_mask=mask, position_ids=position, output_hidden_states=reader is not None,
-            **ref_cache,
+            input_ids=ids, attention_mask=model_mask(mask, ref_dtype), position_ids=position,
+            output_hidden_states=reader is not None, **ref_cache,
         )  # fmt: skip
         if reader is not None:
             reader.read(out.hidden_states)
         return out.logits
 
-    mask = rows.attention_mask
+    slots = FixedSlots(rows.attention_mask, length + top_k) if fixed_shapes else GrowingSlots(rows.attention_mask)
     logits = prefill(run_ref, rows.prompt_ids, rows.prompt_mask, ref_kv, rows.per_prompt).float()  # (N, V)
 
     noise = noise_source.draw(max_new_tokens, device)  # (T, N)
     all_stopped = _AllStopped(device)
-    tokens, logp_pi, logp_ref = [], [], []
-    kl = torch.zeros(n, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    lengths = torch.zeros(n, dtype=torch.long, device=device)
-    for step in tqdm(range(max_new_tokens), desc="guided decoding", disable=not progress, leave=False):
-        cand = fused_step.expand_candidates(logits, temperature, top_k)
-        head_out = scorer.score(cand.ids, mask) if scorer else torch.zeros(cand.ids.shape, device=device)
-        eta = rows.eta if switch is None else torch.where(step < switch, rows.eta, math.inf)
-        result = policy.sample(logits, cand, head_out, eta.float(), temperature, noise[step], top_p, candidates_only)
-        if on_step is not None:
-            on_step(step, {"ref_logits": logits, "cand": cand, "head_out": head_out, "result": result, "mask": mask})
-        live = ~done
-        token = torch.where(live, result.token, torch.full_like(result.token, pad_id))
-        tokens.append(token)
-        logp_pi.append(torch.where(live, result.logp_pi, 0.0))
-        logp_ref.append(torch.where(live, result.logp_ref, 0.0))
-        kl += torch.where(live, result.kl, 0.0)
-        lengths += live.long()
-        done |= torch.isin(token, eos_ids)
-        if step == max_new_tokens - 1 or all_stopped(done):
-            break
-        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)
-        logits = run_ref(token.unsqueeze(1), mask, positions(mask)[:, -1:])[:, -1].float()  # (N, V)
-        if scorer is not None:
-            scorer.advance(token)
+    out = Decoded.empty(max_new_tokens, n, pad_id, device)
+    logits_now = [logits]  # π_ref's logits for the step to draw (a list: a captured step rebinds it)
 
-    width = int(lengths.max())  # a lagged stop flag may have run one step more
+    def draw(step: int | None) -> None:
+        """Draw every row's next token (π_ref's logits and the value model's cache are up to date)."""
+        logits = logits_now[0]
+        cand = fused_step.expand_candidates(logits, temperature, top_k)
+        head_out = scorer.score(cand.ids, slots) if scorer else torch.zeros(cand.ids.shape, device=device)
+        eta = rows.eta if switch is None else torch.where(out.step < switch, rows.eta, math.inf)
+        u = noise.index_select(0, out.step)[0]  # (N,)
+        result = policy.sample(logits, cand, head_out, eta.float(), temperature, u, top_p, candidates_only)
+        if on_step is not None:
+            on_step(step, {"ref_logits": logits, "cand": cand, "head_out": head_out, "result": result, "slots": slots})
+        token = torch.where(out.done, torch.full_like(result.token, pad_id), result.token)
+        out.record(token, result.logp_pi, result.logp_ref, result.kl)
+        out.done |= torch.isin(token, eos_ids)
+
+    def advance() -> None:
+        """Run the last drawn tokens through π_ref (and hand them to the value model's next pass)."""
+        slots.append()
+        logits = run_ref(out.token.unsqueeze(1), slots.query_mask(length), slots.filled() - 1)[:, -1]  # (N, V)
+        logits_now[0] = logits.float()
+        if scorer is not None:
+            scorer.advance(out.token)
+
+    graph = None
+    for step in tqdm(range(max_new_tokens), desc="guided decoding", disable=not progress, leave=False):
+        if graph is not None:
+            graph.replay()
+        elif step and cuda_graphs:  # this step runs for real, then is captured for every later one
+            graph = captured(lambda: (advance(), draw(None)))
+        else:
+            if step:
+                advance()
+            draw(step)
+        if step == max_new_tokens - 1 or all_stopped(out.done):
+            break
+
+    width = int(out.lengths.max())  # a lagged stop flag may have run one step more
     return GenerationOutput(
-        sequences=torch.stack(tokens, 1)[:, :width],
-        lengths=lengths,
-        logp_pi=torch.stack(logp_pi, 1)[:, :width],
-        logp_ref=torch.stack(logp_ref, 1)[:, :width],
-        kl=kl,
+        sequences=out.tokens.T[:, :width],
+        lengths=out.lengths,
+        logp_pi=out.logp_pi.T[:, :width],
+        logp_ref=out.logp_ref.T[:, :width],
+        kl=out.kl,
         prompt_index=rows.prompt_index,
         eta=rows.etas,
         sample_index=rows.sample_index,

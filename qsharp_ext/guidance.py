@@ -25,6 +25,7 @@ from transformers import LogitsProcessor
 
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
+from qsharp_ext.fixed_shapes import GrowingSlots
 from qsharp_ext.guided_policy import GuidedPolicy
 from qsharp_ext.kernels import fused_step
 from qsharp_ext.sampling_settings import Sampling
@@ -60,7 +61,7 @@ class QSharpLogitsProcessor(LogitsProcessor):
         self.prompt_mask = None if attention_mask is None else torch.as_tensor(attention_mask)
         self.mask_prompts: torch.Tensor | None = None  # the prompt rows `prompt_mask` was first matched to
         self.scorer: CandidateScorer | None = None
-        self.mask: torch.Tensor | None = None  # (B, L) the current rows' mask
+        self.slots: GrowingSlots | None = None  # the current rows' mask
         self.seen: torch.Tensor | None = None  # (B, L) the rows of the previous call
 
     def _prompt_mask_for(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -110,10 +111,10 @@ class QSharpLogitsProcessor(LogitsProcessor):
         if not self._continues(input_ids):
             if not 1 <= self.top_k <= vocab:
                 raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {self.top_k}")
-            self.mask = self._prompt_mask_for(input_ids)
-            self.scorer = CandidateScorer(self.value_model, input_ids, self.mask)
+            mask = self._prompt_mask_for(input_ids)
+            self.slots, self.scorer = GrowingSlots(mask), CandidateScorer(self.value_model, input_ids, mask)
             return
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.slots.append()
         self.scorer.advance(input_ids[:, -1])
 
     @torch.no_grad()
@@ -122,7 +123,7 @@ class QSharpLogitsProcessor(LogitsProcessor):
         self.seen = input_ids.clone()  # generate's own tensor may be reused
         logits = scores.float()
         cand = fused_step.expand_candidates(logits, self.temperature, self.top_k)
-        head_out = self.scorer.score(cand.ids, self.mask)  # (B, k) or (B, k, n)
+        head_out = self.scorer.score(cand.ids, self.slots)  # (B, k) or (B, k, n)
         eta = torch.full((logits.shape[0],), self.eta, device=logits.device)  # (B,)
         log_pi = self.policy.log_probs(logits, cand.ids, head_out, eta, self.temperature, self.candidates_only)
         return log_pi.to(scores.dtype)

@@ -66,3 +66,50 @@ class ReservedCache(DynamicCache):
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.layer_class_to_replicate = functools.partial(ReservedLayer, capacity)  # made at a layer's first update
+
+
+class FixedLayer(DynamicLayer):
+    """One layer's keys and values in a buffer of `capacity` positions that the model always attends over whole
+    (a 4D mask says which slots hold tokens, fixed_shapes.py); new ones are written at a cursor kept on the
+    device. Every step then has the same shapes and addresses: what a CUDA graph replays."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.cursor: torch.Tensor | None = None  # () int64 on the device: the first free slot
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        batch, heads, _, dim = key_states.shape
+        self.keys, self.values = (s.new_zeros(batch, heads, self.capacity, dim) for s in (key_states, value_states))
+        self.cursor = torch.zeros((), dtype=torch.long, device=self.device)
+        self.is_initialized = True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        slots = self.cursor + torch.arange(key_states.shape[-2], device=self.device)  # (new,)
+        self.keys.index_copy_(2, slots, key_states)
+        self.values.index_copy_(2, slots, value_states)
+        self.cursor += key_states.shape[-2]
+        return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        """Free the last `-tokens_to_remove` written slots (a negative count): the next write overwrites them."""
+        if self.is_initialized and tokens_to_remove < 0:
+            self.cursor -= -tokens_to_remove
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self.keys, self.values = (s.repeat_interleave(repeats, dim=0) for s in (self.keys, self.values))
+
+
+class FixedCache(DynamicCache):
+    """A DynamicCache whose layers are `FixedLayer`s of `capacity` slots."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.layer_class_to_replicate = functools.partial(FixedLayer, capacity)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from qsharp_ext.kernels.tree_attention import tree_attention_mask
-from qsharp_ext.kv_cache import ReservedCache
+from qsharp_ext.fixed_shapes import FixedSlots, GrowingSlots, additive_mask, fixed_prompt_mask, model_mask
+from qsharp_ext.kv_cache import FixedCache, ReservedCache
 from qsharp_ext.shared_trunk import trunk_features
 from qsharp_ext.value_model import ValueModel
 
@@ -45,11 +45,15 @@ def prefill(
 ) -> torch.Tensor:
     """Run the prompts into `cache` and return each row's last-position output.
 
-    `run(ids, mask, position_ids)` is one forward pass returning (rows, length, ...). With `repeats` > 1
+    `run(ids, mask, position_ids)` is one forward pass returning (rows, length, ...); its mask is the 2D padding
+    mask, or for a FixedCache the 4D one over the cache's whole capacity (fixed_shapes.py). With `repeats` > 1
     every prompt is run once and its cache rows and output are copied to `repeats` consecutive rows: the
     samples (and η values) of one prompt share its prefill, which dominates decoding cost for short answers.
     """
-    last = run(input_ids, attention_mask, positions(attention_mask))[:, -1]
+    mask = attention_mask
+    if isinstance(cache, FixedCache):
+        mask = fixed_prompt_mask(attention_mask, cache.capacity)
+    last = run(input_ids, mask, positions(attention_mask))[:, -1]
     if repeats > 1:
         cache.batch_repeat_interleave(repeats)
     return last.repeat_interleave(repeats, 0)
@@ -71,39 +75,40 @@ class CandidateScorer:
         attention_mask: torch.Tensor,
         repeats: int = 1,
         capacity: int | None = None,
+        fixed_shapes: bool = False,
     ) -> None:
         """Prefill the prompts (`repeats` rows per prompt share one prefill, see `prefill`). With a `capacity`
-        (prompt + new tokens + k), the cache is reserved up front (kv_cache.py)."""
-        self.model = model
-        self.cache = DynamicCache() if capacity is None else ReservedCache(capacity)
+        (prompt + new tokens + k), the cache is reserved up front (kv_cache.py), and with `fixed_shapes` always
+        attended whole (fixed_shapes.py)."""
+        self.model, self.capacity = model, capacity
+        self.dtype = next(model.parameters()).dtype
+        self.cache = DynamicCache() if capacity is None else (FixedCache if fixed_shapes else ReservedCache)(capacity)
         self.cache_args = cache_kwarg(model, self.cache)  # looked up once, not at every step
         self.pending: torch.Tensor | None = None  # (N,) the last sampled token, not yet in the cache
 
         def run(ids: torch.Tensor, mask: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-            return model.hidden(ids, attention_mask=mask, position_ids=position, **self.cache_args)[0]
+            return model.hidden(
+                ids, attention_mask=model_mask(mask, self.dtype), position_ids=position, **self.cache_args
+            )[0]
 
         self.last = prefill(run, input_ids, attention_mask, self.cache, repeats)  # (N, H): Q-type scores from it
 
-    def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Head outputs for the k candidates of every row: (N, k) or (N, k, n). `attention_mask` covers the
-        cached prefix and the pending token, if any."""
+    def score(self, cand_ids: torch.Tensor, slots: GrowingSlots | FixedSlots) -> torch.Tensor:
+        """Head outputs for the k candidates of every row: (N, k) or (N, k, n). `slots` hold the cached prefix
+        and the pending token, if any."""
         pending, self.pending = self.pending, None
+        next_position = slots.filled()  # (N, 1): every candidate at the next position
         if self.model.is_q_type:
             if pending is not None:
-                position = positions(attention_mask)[:, -1:]
+                mask = model_mask(slots.query_mask(self.capacity), self.dtype)
                 hidden, _ = self.model.hidden(
-                    pending[:, None], attention_mask=attention_mask, position_ids=position, **self.cache_args
+                    pending[:, None], attention_mask=mask, position_ids=next_position - 1, **self.cache_args
                 )  # fmt: skip
                 self.last = hidden[:, -1]
             return self.model.candidate_outputs(self.last, cand_ids)
         n, k = cand_ids.shape
         new = 0 if pending is None else 1
-        allowed = tree_attention_mask(attention_mask.bool(), k, new)  # (N, 1, new + k, P + k)
-        dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min
-        )
-        next_position = attention_mask.sum(-1, keepdim=True)  # every candidate at the next position
+        mask = additive_mask(slots.candidate_mask(k, new), self.dtype)  # (N, 1, new + k, keys)
         ids, position = cand_ids, next_position.expand(n, k)
         if pending is not None:
             ids, position = torch.cat([pending[:, None], ids], 1), torch.cat([next_position - 1, position], 1)
@@ -133,7 +138,7 @@ class SharedTrunkScorer:
         features = trunk_features(self.ref_model, tuple(h[:, -1] for h in hidden_states), self.layers)
         self.last = features if self.last is not None else features.repeat_interleave(self.repeats, 0)
 
-    def score(self, cand_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def score(self, cand_ids: torch.Tensor, slots: GrowingSlots | FixedSlots) -> torch.Tensor:
         return self.model.candidate_outputs(self.last, cand_ids)
 
     def advance(self, token: torch.Tensor) -> None:
@@ -147,8 +152,9 @@ def candidate_scorer(
     attention_mask: torch.Tensor,
     repeats: int,
     capacity: int | None = None,
+    fixed_shapes: bool = False,
 ) -> CandidateScorer | SharedTrunkScorer:
     """The shared-trunk scorer for a Q-type model that reads this π_ref, else the value model's own (prefilled)."""
     if model.is_q_type and model.reads(ref_model):
         return SharedTrunkScorer(model, ref_model, repeats)
-    return CandidateScorer(model, input_ids, attention_mask, repeats, capacity)
+    return CandidateScorer(model, input_ids, attention_mask, repeats, capacity, fixed_shapes)

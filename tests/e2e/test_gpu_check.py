@@ -134,4 +134,5 @@ def test_gpu_commands_build_for_this_gpus_architecture(gpu_check, monkeypatch, t
     commands, _, _ = gpu_check.part_commands("csrc-tests", args, "python3", tmp_path)
     assert "-DCMAKE_CUDA_ARCHITECTURES=90" in commands[0] and commands[-1][0] == "ctest"
     commands, _, _ = gpu_check.part_commands("kernel-tests", args, "python3", tmp_path)
-    assert commands == [["python3", "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider", "tests/kernels"]]
+    pytest = ["python3", "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider"]
+    assert commands == [[*pytest, "tests/kernels", "tests/engine/test_fixed_shapes.py"]]

@@ -34,7 +34,8 @@ def watch_reads(monkeypatch, calls: list[str], active: list[bool]) -> None:
 
 
 @pytest.mark.parametrize("value", ["v", "q", "shared", None])
-def test_no_host_reads_between_steps(monkeypatch, tokenizer, value):
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_no_host_reads_between_steps(monkeypatch, tokenizer, value, fixed_shapes):
     ref = make_causal_lm("llama", len(tokenizer))
     vm = None
     if value is not None:
@@ -51,7 +52,7 @@ def test_no_host_reads_between_steps(monkeypatch, tokenizer, value):
     etas = (None,) if vm is None else (0.5, None)
     out = guided_generate(
         ref, tokenizer, ["w1 w2 w3", "w4"], vm, etas=etas, num_samples=2, max_new_tokens=steps, top_k=3, seed=0,
-        eos_token_id=[], rollin_steps=[3] * (4 * len(etas)), on_step=on_step,
+        eos_token_id=[], rollin_steps=[3] * (4 * len(etas)), on_step=on_step, fixed_shapes=fixed_shapes,
     )  # fmt: skip
     assert out.sequences.shape[1] == steps
     assert set(calls) <= {f"{name} (__bool__)" for name in ALLOWED}, calls

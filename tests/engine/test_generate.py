@@ -31,12 +31,13 @@ def record_steps(**kwargs):
 
 @pytest.mark.parametrize("parameterization", ["v", "q"])
 @pytest.mark.parametrize("kind", ["bernoulli", "histogram"])
-def test_cached_scoring_equals_uncached_brute_force(arch, tokenizer, parameterization, kind):
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_cached_scoring_equals_uncached_brute_force(arch, tokenizer, parameterization, kind, fixed_shapes):
     ref, vm = models(arch, tokenizer, parameterization=parameterization, kind=kind, n_atoms=5)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
     out, steps = record_steps(
         ref_model=ref, tokenizer=tokenizer, prompts=PROMPTS, value_model=vm, etas=(0.3,), num_samples=2,
-        max_new_tokens=4, top_k=5, seed=3, eos_token_id=[],
+        max_new_tokens=4, top_k=5, seed=3, eos_token_id=[], fixed_shapes=fixed_shapes,
     )  # fmt: skip
     generated = out.token_lists()
     for step, record in enumerate(steps):
@@ -53,13 +54,14 @@ def test_cached_scoring_equals_uncached_brute_force(arch, tokenizer, parameteriz
                 torch.testing.assert_close(record["head_out"][row, j], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_non_candidate_tokens_resync_the_value_cache(tokenizer):
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_non_candidate_tokens_resync_the_value_cache(tokenizer, fixed_shapes):
     """top_k = 1 and a flat π_ref: most draws are non-candidates, which must be run through the value model."""
     ref, vm = models("llama", tokenizer)
     prompt_ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
     out, steps = record_steps(
         ref_model=ref, tokenizer=tokenizer, prompts=[PROMPTS[0]], value_model=vm, etas=(1.0,), num_samples=4,
-        max_new_tokens=5, top_k=1, seed=1, eos_token_id=[],
+        max_new_tokens=5, top_k=1, seed=1, eos_token_id=[], fixed_shapes=fixed_shapes,
     )  # fmt: skip
     assert any((s["result"].cand_index < 0).any() for s in steps)
     generated = out.token_lists()
