@@ -21,6 +21,7 @@ def test_step_overhead_times_every_decoder(tmp_path):
     run("step_overhead.py", "--out", str(tmp_path), "--new-tokens", "3", "--repeats", "1", "--vocab", "64")
     result = json.loads((tmp_path / "step_overhead.json").read_text())
     names = ["hf_generate", "engine_plain", "qsharp", "qsharp_qtype", "qsharp_shared"]
+    names += ["engine_plain_fixed", "qsharp_fixed"]
     assert list(result["ms_per_step"]) == names and result["over_hf_generate"]["hf_generate"] == 1
     assert all(v > 0 for v in result["ms_per_step"].values())
     assert "| qsharp_shared |" in (tmp_path / "step_overhead.md").read_text()
