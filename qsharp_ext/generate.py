@@ -338,10 +338,10 @@ def guided_generate(
 
     width = int(out.lengths.max())  # a lagged stop flag may have run one step more
     return GenerationOutput(
-        sequences=out.tokens.T[:, :width],
+        sequences=out.tokens.T[:, :width].contiguous(),
         lengths=out.lengths,
-        logp_pi=out.logp_pi.T[:, :width],
-        logp_ref=out.logp_ref.T[:, :width],
+        logp_pi=out.logp_pi.T[:, :width].contiguous(),
+        logp_ref=out.logp_ref.T[:, :width].contiguous(),
         kl=out.kl,
         prompt_index=rows.prompt_index,
         eta=rows.etas,

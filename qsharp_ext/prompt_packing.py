@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from qsharp_ext.fixed_shapes import additive_mask
+
 PACKED_TOKENS = 2048  # completion tokens packed under one prompt in one pass (the mask is quadratic in them)
 
 
@@ -63,5 +65,4 @@ def tree_mask(branch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     order = torch.arange(branch.shape[1], device=branch.device)
     causal = order[:, None] >= order[None, :]  # (T, T)
     allowed = causal & ((branch[:, None, :] == 0) | (branch[:, :, None] == branch[:, None, :]))  # (B, T, T)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=branch.device).masked_fill(~allowed, torch.finfo(dtype).min)
-    return mask[:, None]
+    return additive_mask(allowed[:, None], dtype)
