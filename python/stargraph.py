@@ -158,8 +158,11 @@ class StarGraphConfig:
     eta: float = 0.1
     """η of Q♯ and CD (evaluation and the round-2 roll-in)."""
     cd: bool = True
-    """Also train CD's value model (mean head, MSE, same roll-outs and steps) and evaluate CD at the same η;
-    --no-cd halves the value-model training time (the quick preset's choice)."""
+    """Also evaluate CD at the same η (--no-cd: the quick preset's choice)."""
+    cd_own_model: bool = False
+    """CD trains a value model of its own (mean head, MSE, same roll-outs and steps: twice the value-model training
+    time). Off: CD steers with Q♯'s value model by its own rule, π_ref·exp(p/η): a 0/1 reward's mean is the
+    Bernoulli head's p, so the two methods then differ in the rule alone."""
     seed: int = 0
 
 
@@ -347,13 +350,14 @@ def future_tokens(cfg: StarGraphConfig) -> int:
 
 
 def value_hops(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
-    """Each round's Q♯ and CD value model on fresh graphs (`hop_graphs`): per position of π_ref's answer, how often
-    the goal's arm ranks first when π_ref continues greedily after a first step down each arm."""
+    """Each round's Q♯ value model (and CD's, when it has its own) on fresh graphs (`hop_graphs`): per position of
+    π_ref's answer, how often the goal's arm ranks first when π_ref continues greedily after a first step down each
+    arm."""
     graphs = hops.draw(task, np.random.default_rng([cfg.seed, 7]), cfg.hop_graphs)  # streams 0-2: the splits
     reference = load_policy(ref)
     result = {}
     for k in range(1, cfg.rounds + 1):
-        for name in reversed(guided_methods(cfg)):
+        for name in ("qsharp", "cd") if cfg.cd and cfg.cd_own_model else ("qsharp",):
             folder = cfg.out / "pipeline" / f"round-{k}" / name / "model"
             model = ValueModel.from_pretrained(folder, ref_model=reference)
             result[f"{name}_round_{k}"] = hops.accuracy_by_hops(model, task, graphs, "cpu", ref=reference)
@@ -393,7 +397,8 @@ def value_base(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> Path:
 
 
 def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
-    """CD (mean head, MSE) and Q♯ (Bernoulli head, BCE, DAgger rounds) through the library's pipeline."""
+    """Q♯ (Bernoulli head, BCE, DAgger rounds) and CD (Q♯'s model by CD's rule, or its own mean head) through the
+    library's pipeline."""
     vocab = len(task.tokenizer())
     every = max(cfg.value_steps // 5, 1)
     pack = cfg.value_pack and cfg.value_samples > 1  # one roll-out per graph: nothing to pack
@@ -408,6 +413,7 @@ def qsharp_and_cd(cfg: StarGraphConfig, task: StarGraphTask, ref: Path) -> dict:
         collect=CollectSettings(samples_per_prompt=cfg.value_samples, max_prompts=cfg.value_prompts, eta=cfg.eta),
         train=train, evaluate=EvaluateSettings(etas=(None, cfg.eta), num_samples=1, max_prompts=cfg.n_test),
         max_new_tokens=task.max_new_tokens, top_k=vocab, temperature=1.0, train_cd=cfg.cd,
+        cd_from_qsharp=cfg.cd and not cfg.cd_own_model,
         evaluate_every_round=True, seed=cfg.seed, device="cpu",
     )  # fmt: skip
     rows = run_pipeline(pipeline, task=task)
@@ -473,7 +479,8 @@ def markdown(result: dict) -> str:
         f"# Star graph G({cfg['degree']}, {cfg['path_len']})",
         "",
         f"Test accuracy, one sample per graph at T = 1 on {cfg['n_test']} test graphs (± standard error); "
-        f"chance (1/d) = {result['chance']:.2f}. CD and Q♯ at η = {cfg['eta']:g}.",
+        f"chance (1/d) = {result['chance']:.2f}. CD and Q♯ at η = {cfg['eta']:g}"
+        + ("." if cfg.get("cd_own_model", True) else "; CD steers with Q♯'s value model by its rule π_ref·exp(p/η)."),
         "",
         "| method | accuracy | KL(π‖π_ref) |",
         "|---|---|---|",

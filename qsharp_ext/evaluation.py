@@ -89,7 +89,8 @@ class EvaluateConfig(ScaleOptions, DecodeOptions, EvaluateSettings):
     qsharp_model: str | None = None
     """Saved Q♯ value model (Bernoulli or histogram head); its rows are skipped when absent."""
     cd_model: str | None = None
-    """Saved CD value model (mean head); its rows are skipped when absent."""
+    """Saved value model CD steers with, by its rule π_ref·exp(E[z]/η): a mean head (the baseline's own), or any
+    head's expected reward (qsharp_model's folder: one model, two rules); CD's rows are skipped when absent."""
 
 
 def standard_error(per_prompt: torch.Tensor) -> float:
@@ -254,11 +255,10 @@ class BatchSampler:
         )
         self.value_models = {"pi_ref": None, "cd": None, "qsharp": None}
         self.value_models |= {"qsharp": load(cfg.qsharp_model)} if cfg.qsharp_model else {}
-        self.value_models |= {"cd": load(cfg.cd_model)} if cfg.cd_model else {}
-        cd = self.value_models["cd"]
-        if cd is not None and cd.kind != "mean":
-            raise UserError(f"the CD model at {cfg.cd_model} has a {cd.kind} head; CD needs a mean head")
-        self.verifier = self.value_models["qsharp"] or cd
+        same = cfg.cd_model is not None and cfg.cd_model == cfg.qsharp_model  # CD by the rule, from Q♯'s model
+        if cfg.cd_model:
+            self.value_models["cd"] = self.value_models["qsharp"] if same else load(cfg.cd_model)
+        self.verifier = self.value_models["qsharp"] or self.value_models["cd"]
         self.prompt_ids = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
         self.vllm = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
 
@@ -278,6 +278,7 @@ class BatchSampler:
                 self.ref, self.tokenizer, self.prompt_ids[batch], self.value_models[method], etas=(eta,),
                 num_samples=cfg.num_samples, max_new_tokens=cfg.max_new_tokens, top_k=cfg.top_k,
                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + first,
+                guidance="cd" if method == "cd" else "qsharp",
             )  # fmt: skip
         scored = score_samples(self.task, self.problems[batch], self.prompt_ids[batch], out, self.tokenizer)
         scored |= {"kl": out.kl.tolist(), "tokens": int(out.lengths.sum()), "seconds": time.perf_counter() - start}

@@ -26,7 +26,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_etas
 from qsharp_ext.fixed_shapes import FixedSlots, GrowingSlots, model_mask
-from qsharp_ext.guided_policy import GuidedPolicy
+from qsharp_ext.guided_policy import GUIDANCE_RULES, GuidanceRule, GuidedPolicy
 from qsharp_ext.kernels import fused_step
 from qsharp_ext.kv_cache import FixedCache, ReservedCache
 from qsharp_ext.loading import stop_token_ids, token_id_list
@@ -200,6 +200,7 @@ def guided_generate(
     rollin_steps: Sequence[int] | None = None,
     fixed_shapes: bool = False,
     cuda_graphs: bool = False,
+    guidance: GuidanceRule = "qsharp",
     progress: bool = False,
     on_step: StepHook | None = None,
 ) -> GenerationOutput:
@@ -230,6 +231,8 @@ def guided_generate(
     precondition for replaying steps as CUDA graphs; the same samples up to float rounding, and on a CPU slower.
     `cuda_graphs` (π_ref on a CUDA device; implies `fixed_shapes`) captures the second step as a CUDA graph and
     replays it for every later one (step_graphs.py); `on_step` then cannot watch the steps.
+    `guidance="cd"` steers by controlled decoding's rule instead, π ∝ π_ref · exp(E[z]/η), with E[z] the value
+    model's expected reward (the CD baseline from the same model; a mean head gives one policy under both rules).
     `on_step(step, tensors)` sees each step's logits, candidates and head outputs (tests use it).
     Every input is checked before any model runs; a mistake is a UserError in one sentence.
     """
@@ -244,6 +247,8 @@ def guided_generate(
     _check_args(top_k, ids, vocab)
     if guided and value_model is None:
         raise UserError("a value model is needed for guided decoding (or pass etas=[None])")
+    if guidance not in GUIDANCE_RULES:
+        raise UserError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {guidance!r}")
     if value_model is not None:
         check_tokenizer(value_model.head_config, tokenizer, "the given value model")
     device = ref_model.device
@@ -269,7 +274,7 @@ def guided_generate(
     switch = _per_row(rollin_steps, n, "rollin_steps", device)
     rows.prompt_ids, rows.prompt_mask = rows.prompt_ids.to(device), rows.prompt_mask.to(device)
     rows.attention_mask, rows.eta = rows.attention_mask.to(device), rows.eta.to(device)
-    policy = GuidedPolicy.of(value_model)
+    policy = GuidedPolicy.of(value_model, guidance)
 
     length = rows.prompt_ids.shape[1] + max_new_tokens
     ref_kv = FixedCache(length) if fixed_shapes else ReservedCache(length)

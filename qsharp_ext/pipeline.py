@@ -1,17 +1,18 @@
 """`qsharp-ext pipeline`: DAgger rounds of collect → train → evaluate in one run folder, resumable.
 
 Round k collects roll-outs with π^{k-1} (round 1: π_ref; later rounds: π_ref guided by the previous round's
-Q♯ value model at `collect_eta`), trains the Q♯ value model (and the CD baseline's mean head) on the data
-of rounds 1..k, and evaluates π_ref, CD and Q♯ at every η. Every stage resumes on its own (collect by
-shard, train from its last checkpoint, evaluate when its results are missing), so re-running the same
-command after a crash or Ctrl-C continues where it stopped, and a finished run is not redone.
+Q♯ value model at `collect_eta`), trains the Q♯ value model (and the CD baseline's mean head, unless CD
+steers with Q♯'s model: `cd_from_qsharp`) on the data of rounds 1..k, and evaluates π_ref, CD and Q♯ at
+every η. Every stage resumes on its own (collect by shard, train from its last checkpoint, evaluate when its
+results are missing), so re-running the same command after a crash or Ctrl-C continues where it stopped,
+and a finished run is not redone.
 
 Run folder:
     pipeline.json            the config the run was started with (a different config is refused)
     ref_model/               π_ref when it is made on the fly (`ref_model: tiny`)
     round-K/data/            roll-out shards + manifest.json
     round-K/qsharp/          Q♯ value model: model/, checkpoints/, metrics.jsonl, training_curve.png
-    round-K/cd/              CD value model (mean head), same layout
+    round-K/cd/              CD value model (mean head), same layout (absent under cd_from_qsharp)
     round-K/eval/            results.json, results.md, pareto.png
     results.json, results.md, pareto.png    the last round's evaluation
 """
@@ -60,7 +61,11 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     kind: Literal["bernoulli", "histogram"] = "bernoulli"
     """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
     train_cd: bool = True
-    """Also train the CD baseline (mean head, MSE) on the same data."""
+    """Also run the CD baseline: a mean head trained by MSE on the same data (see cd_from_qsharp)."""
+    cd_from_qsharp: bool = False
+    """CD steers with Q♯'s own value model by its rule, π_ref·exp(E[z]/η), instead of training a mean head: for a
+    reward in {0, 1} the Bernoulli head's p is the E[z] that CD regresses, so the methods then differ in the rule
+    alone and one value-model training is saved (needs train_cd)."""
     evaluate_every_round: bool = True
     """Evaluate after each round (False: after the last one only)."""
     collect: CollectSettings = dataclasses.field(default_factory=CollectSettings)
@@ -137,9 +142,21 @@ def evaluate_config(cfg: PipelineConfig, ref: str, round_k: int) -> EvaluateConf
     folder = cfg.out / f"round-{round_k}"
     return EvaluateConfig(
         out=folder / "eval", ref_model=ref, qsharp_model=str(folder / "qsharp" / "model"),
-        cd_model=str(folder / "cd" / "model") if cfg.train_cd else None, **base_fields(cfg.evaluate, EvaluateSettings),
-        **decode_fields(cfg), **scale_fields(cfg),
+        cd_model=cd_model(cfg, folder), **base_fields(cfg.evaluate, EvaluateSettings), **decode_fields(cfg),
+        **scale_fields(cfg),
     )  # fmt: skip
+
+
+def cd_model(cfg: PipelineConfig, folder: Path) -> str | None:
+    """The model CD steers with in a round's folder: its own mean head, Q♯'s model (cd_from_qsharp), or none."""
+    if not cfg.train_cd:
+        return None
+    return str(folder / ("qsharp" if cfg.cd_from_qsharp else "cd") / "model")
+
+
+def trains_cd(cfg: PipelineConfig) -> bool:
+    """Whether each round trains CD's own mean head."""
+    return cfg.train_cd and not cfg.cd_from_qsharp
 
 
 def check_config(cfg: PipelineConfig, task: Task) -> None:
@@ -151,7 +168,9 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
     check_scale_options(cfg)
     stages = [("collect", rollouts.check_config, collect_config(cfg, cfg.ref_model, 1))]
-    kinds = (cfg.kind, "mean") if cfg.train_cd else (cfg.kind,)
+    if cfg.cd_from_qsharp and not cfg.train_cd:
+        raise UserError("cd_from_qsharp evaluates CD with Q♯'s value model; it needs train_cd (the CD baseline) on")
+    kinds = (cfg.kind, "mean") if trains_cd(cfg) else (cfg.kind,)
     stages += [("train", training.check_config, train_config(cfg, cfg.ref_model, 1, kind)) for kind in kinds]
     stages += [("evaluate", evaluation.check_config, evaluate_config(cfg, cfg.ref_model, cfg.rounds))]
     for stage, check, stage_cfg in stages:
@@ -169,7 +188,7 @@ def run_round(cfg: PipelineConfig, task, ref: str, k: int) -> list[dict] | None:
     print(f"  {rollouts.summary_line(run_collect(collect_config(cfg, ref, k), task=task, run_folder=cfg.out))}")
     print(f"round {k}/{cfg.rounds}: train Q♯ ({cfg.kind} head)")
     print(f"  {train_report.summary_line(run_train(train_config(cfg, ref, k, cfg.kind), task=task))}")
-    if cfg.train_cd:
+    if trains_cd(cfg):
         print(f"round {k}/{cfg.rounds}: train CD (mean head)")
         print(f"  {train_report.summary_line(run_train(train_config(cfg, ref, k, 'mean'), task=task))}")
     if not (cfg.evaluate_every_round or k == cfg.rounds):

@@ -1,5 +1,6 @@
 """`qsharp-ext pipeline` end to end on configs/smoke.yaml (about a minute), resumable; evaluate's clear errors."""
 
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,9 @@ import pytest
 from qsharp_ext.config import parse_config
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import load_prompt_rewards
-from qsharp_ext.pipeline import PipelineConfig, run_pipeline, train_config
+from qsharp_ext.pipeline import PipelineConfig, evaluate_config, run_pipeline, train_config, trains_cd
+from qsharp_ext.pipeline import check_config as check_pipeline
+from qsharp_ext.tasks import build_task
 from qsharp_ext.training import check_config
 from tests.e2e.test_cli import run_cli
 
@@ -102,13 +105,26 @@ def test_where_the_work_runs_may_change_between_attempts_but_vllm_sampling_may_n
     assert result.returncode == 1 and "other settings (vllm)" in result.stderr
 
 
-def test_evaluate_refuses_a_cd_model_without_a_mean_head(finished_run, tmp_path):
+def test_evaluate_steers_cd_with_the_mean_of_a_bernoulli_model(finished_run, tmp_path):
+    """CD from Q♯'s own model: both methods read one folder and differ in the rule (so in their KL)."""
     out, _ = finished_run
+    model = str(out / "round-1" / "qsharp" / "model")
     result = run_cli(
-        "evaluate", "--out", str(tmp_path), "--ref-model", str(out / "ref_model"),
-        "--cd-model", str(out / "round-1" / "qsharp" / "model"), "--max-prompts", "2",
+        "evaluate", "--out", str(tmp_path), "--ref-model", str(out / "ref_model"), "--qsharp-model", model,
+        "--cd-model", model, "--etas", "0.3", "--max-prompts", "4", "--num-samples", "2",
     )  # fmt: skip
-    assert result.returncode == 1 and "mean head" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["method"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert set(rows) == {"cd", "qsharp"} and rows["cd"]["kl"] >= 0 and rows["cd"]["kl"] != rows["qsharp"]["kl"]
+
+
+def test_cd_from_qsharp_trains_no_mean_head_and_evaluates_cd_with_the_qsharp_model():
+    cfg = parse_config(PipelineConfig, ["--config", "configs/smoke.yaml", "--cd-from-qsharp"], "pipeline", "t")
+    assert not trains_cd(cfg)
+    evaluate = evaluate_config(cfg, "ref", 2)
+    assert evaluate.cd_model == evaluate.qsharp_model == str(cfg.out / "round-2" / "qsharp" / "model")
+    with pytest.raises(UserError, match="needs train_cd"):
+        check_pipeline(dataclasses.replace(cfg, train_cd=False), build_task(cfg.task, cfg.task_options))
 
 
 @pytest.mark.parametrize("head_init", ["fresh", "linear"])

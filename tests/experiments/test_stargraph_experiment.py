@@ -41,7 +41,8 @@ def test_smoke_run_writes_results_for_every_method(smoke_run):
     assert result["chance"] == 0.5 and result["config"]["degree"] == 2
     assert "| Q♯ |" in (out / "results.md").read_text()
     assert (out / "results.png").stat().st_size > 1000 and (out / "hops.png").stat().st_size > 1000
-    assert set(result["value_hops"]) == {"qsharp_round_1", "qsharp_round_2", "cd_round_1", "cd_round_2"}
+    assert set(result["value_hops"]) == {"qsharp_round_1", "qsharp_round_2"}  # CD reads Q♯'s model
+    assert not list((out / "pipeline").glob("round-*/cd")) and "CD steers with Q♯'s" in (out / "results.md").read_text()
     for accuracy in result["value_hops"].values():  # G(2, 3): the first step is 1 hop from the goal
         assert set(accuracy) == {"1", "0"} and all(0.0 <= a <= 1.0 for a in accuracy.values())
     assert result["future_tokens"] == 2 and "| Q♯ round 2 |" in (out / "results.md").read_text()
@@ -69,6 +70,17 @@ def test_no_cd_trains_and_reports_q_sharp_alone(smoke_run, tmp_path):
     assert not (tmp_path / "run" / "pipeline" / "round-1" / "cd").exists()
     table = (tmp_path / "run" / "results.md").read_text()
     assert "| Q♯ |" in table and "| CD |" not in table
+
+
+def test_cd_own_model_trains_cd_its_mean_head(smoke_run, tmp_path):
+    root, _ = smoke_run
+    result = run_driver(tmp_path / "run", root / "cache", "--cd-own-model", "--rounds", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert 0.0 <= summary["cd"] <= 1.0 and summary["kl_cd"] >= 0
+    assert set(summary["value_hops"]) == {"qsharp_round_1", "cd_round_1"}
+    saved = json.loads((tmp_path / "run" / "pipeline" / "round-1" / "cd" / "model" / "qsharp_value.json").read_text())
+    assert saved["kind"] == "mean"
 
 
 def test_help_lists_presets_and_flags():
