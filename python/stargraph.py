@@ -467,6 +467,11 @@ def reported(result: dict) -> list[str]:
     return [m for m in METHODS if m in result]
 
 
+def reads_qsharp_model(result: dict) -> bool:
+    """Whether this run's CD steered with Q♯'s value model (runs before --cd-own-model trained CD its own)."""
+    return "cd" in result and not result["config"].get("cd_own_model", True)
+
+
 def value_fit(fit: dict) -> str:
     """Train loss, held-out loss and ROC-AUCs, any of them possibly undefined (tiny data, one outcome)."""
     shown = (f"{name} {'n/a' if fit.get(k) is None else format(fit[k], '.3f')}" for k, name in VALUE_FIT.items())
@@ -480,7 +485,7 @@ def markdown(result: dict) -> str:
         "",
         f"Test accuracy, one sample per graph at T = 1 on {cfg['n_test']} test graphs (± standard error); "
         f"chance (1/d) = {result['chance']:.2f}. CD and Q♯ at η = {cfg['eta']:g}"
-        + ("." if cfg.get("cd_own_model", True) else "; CD steers with Q♯'s value model by its rule π_ref·exp(p/η)."),
+        + ("; CD steers with Q♯'s value model by its rule π_ref·exp(p/η)." if reads_qsharp_model(result) else "."),
         "",
         "| method | accuracy | KL(π‖π_ref) |",
         "|---|---|---|",

@@ -59,7 +59,7 @@ class PipelineConfig(ScaleOptions, DecodeOptions):
     rounds: int = 2
     """DAgger rounds (the paper uses 2)."""
     kind: Literal["bernoulli", "histogram"] = "bernoulli"
-    """Q♯ head: bernoulli or histogram (the CD baseline always uses a mean head)."""
+    """Q♯ head: bernoulli or histogram (the CD baseline's own model has a mean head; see cd_from_qsharp)."""
     train_cd: bool = True
     """Also run the CD baseline: a mean head trained by MSE on the same data (see cd_from_qsharp)."""
     cd_from_qsharp: bool = False

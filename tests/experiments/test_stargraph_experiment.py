@@ -69,7 +69,7 @@ def test_no_cd_trains_and_reports_q_sharp_alone(smoke_run, tmp_path):
     assert set(summary["value_hops"]) == {"qsharp_round_1"}
     assert not (tmp_path / "run" / "pipeline" / "round-1" / "cd").exists()
     table = (tmp_path / "run" / "results.md").read_text()
-    assert "| Q♯ |" in table and "| CD |" not in table
+    assert "| Q♯ |" in table and "| CD |" not in table and "CD steers" not in table
 
 
 def test_cd_own_model_trains_cd_its_mean_head(smoke_run, tmp_path):
