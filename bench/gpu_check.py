@@ -14,7 +14,7 @@ holds every part's full output.
   build           the extension with its CUDA kernels (`setup.py build_ext --inplace`, QSHARP_EXT_CUDA=1,
                   this GPU's architecture only), then a fresh process imports qsharp_ext._C and reports
                   has_cuda(). With --cpu-smoke nothing is compiled: the installed extension is imported.
-  kernel-bench    one fused guided step (bench/kernels.py's bench_row) at V = 49,152 and 128,256, B = 1, 16,
+  kernel-bench    one fused guided step (bench/fused_step_speed.py's bench_row) at V = 49,152 and 128,256, B = 1, 16,
                   64, k = 20: torch on the CPU, C++, and on the GPU torch, Triton and CUDA, medians of
                   --repeats; the ratios are torch-on-the-GPU / kernel (> 1: the kernel is faster).
   decode-llama8b  end-to-end decoding latency per generated token (bench/decode_speed.py's decoders): HF
@@ -265,7 +265,7 @@ def timed_ms(fn: Callable[[], object], device: str) -> float:
 
 
 def run_kernel_bench(args, report: Report) -> int:
-    import kernels as fused_step_bench  # bench/kernels.py
+    import fused_step_speed as fused_step_bench  # bench/fused_step_speed.py
 
     vocabs, batches = ((256,), (1, 4)) if args.cpu_smoke else (fused_step_bench.VOCABS, fused_step_bench.BATCHES)
     repeats = 3 if args.cpu_smoke else args.repeats
@@ -361,7 +361,7 @@ def run_decode(args, report: Report, name: str) -> int:
 
 
 def run_part_in_process(args) -> int:
-    sys.path.insert(0, str(ROOT / "bench"))  # decode_speed.py and kernels.py
+    sys.path.insert(0, str(ROOT / "bench"))  # decode_speed.py and fused_step_speed.py
     if args.backend:
         os.environ["QSHARP_EXT_BACKEND"] = args.backend
     if args.cpu_smoke:

@@ -1,6 +1,6 @@
 """Latency of one fused guided decoding step (candidate expansion + guided draw): compiled kernels vs torch.
 
-    python bench/kernels.py --out bench/results
+    python bench/fused_step_speed.py --out bench/results
 
 Writes DIR/kernels.json and DIR/kernels.md. One step = `expand_candidates` (top-k of π_ref at T = 1) plus
 `guided_sample` (Bernoulli head, η = 0.1, top-p 1), at vocabularies of 49,152 (SmolLM2) and 128,256 (Llama 3),
