@@ -38,6 +38,7 @@ from qsharp_ext.io import atomic_write_text, check_output_folder, markdown_table
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
 from qsharp_ext.metrics import within_group_roc_auc
 from qsharp_ext.plots import accuracy_kl_plot
+from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
@@ -259,7 +260,7 @@ class BatchSampler:
         if cfg.cd_model:
             self.value_models["cd"] = self.value_models["qsharp"] if same else load(cfg.cd_model)
         self.verifier = self.value_models["qsharp"] or self.value_models["cd"]
-        self.prompt_ids = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+        self.prompt_ids = prompt_token_ids(self.tokenizer, [p.prompt for p in problems])  # unknown words refused
         self.vllm = VllmSampler(cfg.ref_model, cfg.seed, cfg.vllm_gpu_memory_utilization) if cfg.vllm else None
 
     def __call__(self, unit: tuple[int, int]) -> dict[str, Any]:

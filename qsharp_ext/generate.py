@@ -250,7 +250,7 @@ def guided_generate(
     if guidance not in GUIDANCE_RULES:
         raise UserError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {guidance!r}")
     if value_model is not None:
-        check_tokenizer(value_model.head_config, tokenizer, "the given value model")
+        check_tokenizer(value_model.head_config, tokenizer, "passed to guided_generate")
     device = ref_model.device
     if cuda_graphs and (device.type != "cuda" or on_step is not None):
         raise UserError("cuda_graphs needs π_ref on a CUDA device and no on_step hook (replayed steps run no Python)")

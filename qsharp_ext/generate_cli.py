@@ -26,7 +26,8 @@ class GenerateConfig(SamplingOptions):
     value_model: str | None = None
     """Folder of a saved ValueModel; needed unless every η is None."""
     prompt: tuple[str, ...] = ()
-    """Prompts given on the command line."""
+    """Prompts given on the command line, as raw text: no chat template is applied (write the template's text
+    yourself, or give chat messages to the Python API's guided_generate)."""
     prompts_file: Path | None = None
     """A text file with one prompt per line (added to --prompt)."""
     etas: tuple[float | None, ...] = (0.1,)
@@ -48,7 +49,8 @@ def read_prompts(cfg: GenerateConfig) -> list[str]:
             raise UserError(f"prompts file {cfg.prompts_file} does not exist")
         prompts += [line for line in cfg.prompts_file.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise UserError("no prompts: give --prompt TEXT or --prompts-file FILE")
+        given = f"the prompts file {cfg.prompts_file} holds no non-empty line" if cfg.prompts_file else "no prompts"
+        raise UserError(f"{given}: give --prompt TEXT or --prompts-file FILE (one prompt per line)")
     return prompts
 
 

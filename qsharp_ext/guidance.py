@@ -111,6 +111,12 @@ class QSharpLogitsProcessor(LogitsProcessor):
         if not self._continues(input_ids):
             if not 1 <= self.top_k <= vocab:
                 raise UserError(f"top_k must be between 1 and the vocabulary size {vocab}, got {self.top_k}")
+            known = self.value_model.head_config.vocab_size
+            if vocab > known:
+                raise UserError(
+                    f"π_ref scores {vocab} tokens but the value model knows only {known}: it was built for another "
+                    "π_ref, and the two must share token ids"
+                )
             mask = self._prompt_mask_for(input_ids)
             self.slots, self.scorer = GrowingSlots(mask), CandidateScorer(self.value_model, input_ids, mask)
             return

@@ -18,13 +18,17 @@ DTYPE_NAMES: tuple[str, ...] = get_args(DtypeName)
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` → the GPU when there is one, else the CPU."""
+    """`auto` → the GPU when there is one, else the CPU. A GPU that torch cannot see is refused here, before a
+    model is moved to it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError:
         raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for, but this torch sees no CUDA GPU; use auto or cpu")
+    return chosen
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "auto") -> torch.dtype:
@@ -41,9 +45,13 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "auto")
 
 def _check_exists(name: str, what: str) -> None:
     """A name that looks like a path must be a folder; anything else is taken for a hub id."""
-    looks_local = name.startswith((".", "/", "~")) or Path(name).exists()
-    if looks_local and not Path(name).expanduser().is_dir():
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise UserError(f"{what} {name} is a file; give the model's folder (or a hub id)")
+    if (name.startswith((".", "/", "~")) or path.exists()) and not path.is_dir():
         raise UserError(f"{what} folder {name} does not exist")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UserError(f"{what} folder {name} holds no config.json: it is not a saved model")
 
 
 def token_id_list(ids: int | Sequence[int] | None) -> list[int]:
@@ -68,7 +76,7 @@ def _auto_tokenizer(name: str, what: str) -> PreTrainedTokenizerBase:
     _check_exists(name, what)
     try:
         return AutoTokenizer.from_pretrained(name)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a folder without a tokenizer's files
         raise UserError(f"cannot load the tokenizer of the {what} {name!r} ({str(err).splitlines()[0]})") from None
 
 
@@ -84,7 +92,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 def _load_causal_lm(name: str, what: str, dtype: torch.dtype) -> PreTrainedModel:
     try:
         return AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a config of no causal LM
         raise UserError(f"cannot load the {what} {name!r} ({str(err).splitlines()[0]})") from None
 
 

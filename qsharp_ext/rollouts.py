@@ -32,6 +32,7 @@ from qsharp_ext.eta import check_eta
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.io import check_output_folder
 from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
+from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.rollout_data import (
     Rollout,
     check_settings,
@@ -159,7 +160,7 @@ def collect_shard(
 
     With a vLLM `sampler`, the torch engine writes the guided roll-in only and vLLM the π_ref roll-out.
     """
-    prompt_ids = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    prompt_ids = prompt_token_ids(tokenizer, [p.prompt for p in problems])
     draws = [
         sample_seed_and_switch(cfg.seed, cfg.round, p.id, s, cfg.max_new_tokens)
         for p in problems
@@ -228,6 +229,7 @@ class ShardCollector:
     ) -> None:
         self.cfg, self.task, self.shards = cfg, task, shards
         self.ref, self.tokenizer = reference or load_reference(cfg.ref_model, cfg.device, cfg.dtype)
+        prompt_token_ids(self.tokenizer, [p.prompt for shard in shards for p in shard])  # refused before any shard
         self.value_model = None  # a shared-trunk value model reads π_ref's layers: it loads with π_ref
         if cfg.value_model:
             self.value_model = load_value_model(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype, self.ref)

@@ -28,12 +28,12 @@ from qsharp_ext import rollouts, train_report, training
 from qsharp_ext.errors import UserError
 from qsharp_ext.hub import model_fingerprint
 from qsharp_ext.io import check_output_folder
-from qsharp_ext.prompts import prompt_texts
+from qsharp_ext.prompts import prompt_texts, prompt_token_ids
 from qsharp_ext.rewards import check_reward
 from qsharp_ext.rollouts import CollectConfig, run_collect
 from qsharp_ext.tasks.base import Problem, Task
 from qsharp_ext.training import TrainConfig, run_train
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, check_reference_tokenizer
 
 RewardFunction = Callable[[Any, str], float]  # (the prompt as given, the completion's text) → reward
 # TrainConfig fields that train_value_model fills in itself, and why.
@@ -112,6 +112,7 @@ def prompt_task(
     if items is None:
         raise UserError(f"prompts must be strings, chat messages, a datasets.Dataset or a Task, not {type(prompts)}")
     texts = prompt_texts(tokenizer, items)
+    prompt_token_ids(tokenizer, texts)  # refuses text the tokenizer would turn into padding, before any work
     if len(texts) != len(items):  # one conversation given as a bare list of messages
         items = [items]
     return RewardFunctionTask(items, texts, reward_fn, v_min, v_max)
@@ -172,11 +173,7 @@ def check_reference(ref_model: Any, tokenizer: Any) -> None:
         raise UserError(f"ref_model must be a transformers causal LM (a PreTrainedModel), not {type(ref_model)}")
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise UserError(f"tokenizer must be π_ref's transformers tokenizer, not {type(tokenizer)}")
-    if len(tokenizer) > ref_model.config.vocab_size:
-        raise UserError(
-            f"the tokenizer has {len(tokenizer)} tokens but π_ref's vocabulary only {ref_model.config.vocab_size}: "
-            "pass π_ref's own tokenizer"
-        )
+    check_reference_tokenizer(ref_model, tokenizer)
 
 
 @contextlib.contextmanager

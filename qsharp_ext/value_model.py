@@ -174,6 +174,8 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         π_ref's own LM head, see `copy_lm_head`. `share_trunk` (no extra layers; the backbone must then stay
         frozen) makes it read π_ref's own layers: saved as its head, decoded from π_ref's pass (shared_trunk.py)."""
         check_head_init(head_init)
+        if tokenizer is not None:
+            check_reference_tokenizer(ref_model, tokenizer)
         config = ValueHeadConfig(**head)
         config.vocab_size = ref_model.config.vocab_size
         config.tokenizer_digest = tokenizer_digest(tokenizer) if tokenizer is not None else None
@@ -421,17 +423,26 @@ def check_head_init(head_init: str) -> None:
         raise UserError(f"head_init must be one of {', '.join(HEAD_INITS)}, not {head_init!r}")
 
 
+def check_reference_tokenizer(ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """One clear sentence when `tokenizer` has more tokens than π_ref's vocabulary: it is another model's."""
+    if len(tokenizer) > ref_model.config.vocab_size:
+        raise UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but π_ref's vocabulary only {ref_model.config.vocab_size}: "
+            "pass π_ref's own tokenizer"
+        )
+
+
 def check_tokenizer(head_config: ValueHeadConfig, tokenizer: PreTrainedTokenizerBase, where: object) -> None:
     """One clear sentence when the value model and π_ref do not share token ids."""
     digest = tokenizer_digest(tokenizer)
     if head_config.tokenizer_digest is not None and head_config.tokenizer_digest != digest:
         raise UserError(
-            f"the value model at {where} was trained with a different tokenizer than π_ref's "
+            f"the value model ({where}) was trained with a different tokenizer than π_ref's "
             f"(vocabulary digest {head_config.tokenizer_digest} vs {digest}); they must share token ids"
         )
     if len(tokenizer) > head_config.vocab_size:
         raise UserError(
-            f"π_ref's tokenizer has {len(tokenizer)} tokens but the value model at {where} knows only "
+            f"π_ref's tokenizer has {len(tokenizer)} tokens but the value model ({where}) knows only "
             f"{head_config.vocab_size}; they must share token ids"
         )
 

@@ -3,7 +3,10 @@
 import json
 
 import pytest
+import torch
 
+from qsharp_ext.errors import UserError
+from qsharp_ext.generate_cli import GenerateConfig, read_prompts
 from qsharp_ext.value_model import ValueModel
 from tests.e2e.test_cli import run_cli
 from tests.engine.conftest import WORDS, make_causal_lm, make_tokenizer
@@ -50,11 +53,17 @@ def test_generate_writes_one_line_per_completion(saved, tmp_path):
         (["--ref-model", "/no/such/folder"], "does not exist"),
         (["--value-model", "/no/such/vm"], "does not exist"),
         (["--ref-model", "{root}/ref_other"], "different tokenizer"),
+        (["--ref-model", "{tmp}"], "holds no config.json"),
+        (["--ref-model", "{tmp}/prompts.txt"], "is a file"),
+        (["--device", "cuda"], "sees no CUDA GPU"),
     ],
 )
 def test_bad_input_is_one_clear_sentence(saved, tmp_path, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is there: asking for it is no mistake")
+    (tmp_path / "prompts.txt").write_text("\n  \n")
     base = {"--ref-model": str(saved / "ref"), "--value-model": str(saved / "vm")}
-    args = [a.replace("{root}", str(saved)) for a in args]
+    args = [a.replace("{root}", str(saved)).replace("{tmp}", str(tmp_path)) for a in args]
     for flag in list(base):
         if flag in args:
             base.pop(flag)
@@ -62,3 +71,10 @@ def test_bad_input_is_one_clear_sentence(saved, tmp_path, args, message):
     result = run_cli("generate", *flat, "--prompt", "w1", "--out", str(tmp_path / "o.jsonl"), *args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_empty_prompts_file_is_named(tmp_path):
+    (tmp_path / "prompts.txt").write_text("\n  \n")
+    cfg = GenerateConfig(ref_model="ref", prompts_file=tmp_path / "prompts.txt")
+    with pytest.raises(UserError, match=r"prompts\.txt holds no non-empty line"):
+        read_prompts(cfg)

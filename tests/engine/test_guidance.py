@@ -14,7 +14,8 @@ from qsharp_ext.errors import UserError
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.guidance import QSharpLogitsProcessor
 from qsharp_ext.kernels import fused_step
-from tests.engine.conftest import CONVERSATIONS, make_chat_tokenizer
+from qsharp_ext.value_model import ValueModel
+from tests.engine.conftest import CONVERSATIONS, make_causal_lm, make_chat_tokenizer
 from tests.engine.test_generate import PROMPTS, models, record_steps
 
 
@@ -264,3 +265,11 @@ def test_beam_search_is_refused(tokenizer):
     processor = QSharpLogitsProcessor(vm, eta=ETA, top_k=TOP_K, attention_mask=batch["attention_mask"])
     with pytest.raises(UserError, match="beam search"):
         hf_generate(ref, batch, [processor], 4, do_sample=False, num_beams=3)
+
+
+def test_a_value_model_of_a_smaller_vocabulary_is_refused(tokenizer):
+    ref, _ = models("llama", tokenizer)
+    small = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer) - 5), 1)
+    batch = tokenizer(["w1 w2"], return_tensors="pt", add_special_tokens=False)
+    with pytest.raises(UserError, match="the value model knows only"):
+        hf_generate(ref, batch, [QSharpLogitsProcessor(small, eta=ETA, top_k=TOP_K)], 2, do_sample=True)

@@ -8,7 +8,7 @@ import torch
 from qsharp_ext.errors import UserError
 from qsharp_ext.rollout_data import MANIFEST, read_manifest, read_rollouts, shard_name, write_manifest
 from qsharp_ext.rollouts import CollectConfig, run_collect, sample_seed_and_switch, summary_line
-from qsharp_ext.tasks import FirstTokenTask
+from qsharp_ext.tasks import FirstTokenTask, build_task
 from qsharp_ext.tasks.first_token import make_tiny_reference
 from qsharp_ext.value_model import ValueModel
 
@@ -143,3 +143,10 @@ def test_bad_input_is_a_clear_error_and_leaves_no_folder(task, models, tmp_path)
     assert not (tmp_path / "a").exists()
     with pytest.raises(UserError, match="samples_per_prompt must be at least 1"):
         run_collect(config(tmp_path / "b", models, samples_per_prompt=0), task, progress=False)
+
+
+def test_prompts_the_tokenizer_cannot_encode_are_refused_before_any_shard(models, tmp_path):
+    arithmetic = build_task("arithmetic")  # "Q: 12 + 7" ...: words the first-token task's tokenizer does not know
+    with pytest.raises(UserError, match="which the tokenizer does not know"):
+        run_collect(config(tmp_path / "a", models, task="arithmetic"), arithmetic, progress=False)
+    assert not (tmp_path / "a").exists()

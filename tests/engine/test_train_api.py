@@ -174,6 +174,7 @@ def test_a_real_datasets_dataset(task, ref, tok):
         ({"reward_fn": None}, "reward_fn must be a function"),
         ({"prompts": [[3, 4, 5]]}, "must be text or chat messages"),
         ({"prompts": []}, "no prompts given"),
+        ({"prompts": ["hello ="]}, "holds 'hello', which the tokenizer does not know"),
         ({"prompts": FakeDataset({"text": ["a"]})}, r"no column 'prompt' \(its columns: text\)"),
         ({"prompts": "task", "reward_fn": "reward"}, "either a Task .* or prompts with a reward_fn"),
         ({"future_tokens": 2, "future_targets": "task"}, "needs a task with a future_targets hook"),

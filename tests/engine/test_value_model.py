@@ -144,6 +144,14 @@ def test_loading_with_another_tokenizer_is_one_clear_sentence(tokenizer, tmp_pat
         ValueModel.from_pretrained(tmp_path / "missing")
 
 
+def test_a_tokenizer_larger_than_pi_refs_vocabulary_is_refused_at_build(tokenizer):
+    ref = make_causal_lm("llama", len(tokenizer))
+    bigger = make_tokenizer([*WORDS, *(f"x{i}" for i in range(20))])
+    with pytest.raises(UserError, match=r"the tokenizer has \d+ tokens but π_ref's vocabulary only"):
+        ValueModel.from_reference(ref, 1, bigger)
+    ValueModel.from_reference(ref, 1, tokenizer)  # its own tokenizer is fine
+
+
 def test_tokenizer_digest_is_kept_per_tokenizer_until_its_vocabulary_grows(monkeypatch):
     tokenizer = make_tokenizer()
     first = tokenizer_digest(tokenizer)
