@@ -38,10 +38,15 @@ def check_field_types(cfg: Any) -> None:
         if _is_settings(hints[field.name]):
             object.__setattr__(cfg, field.name, _nested(field.name, hints[field.name], value))
             continue
-        ok, converted = _convert(hints[field.name], value)
-        if not ok:
-            raise UserError(f"{field.name} must be {_describe(hints[field.name])}, not {value!r}")
-        object.__setattr__(cfg, field.name, converted)
+        object.__setattr__(cfg, field.name, typed_value(field.name, hints[field.name], value))
+
+
+def typed_value(name: str, hint: Any, value: Any) -> Any:
+    """`value` converted to the annotation `hint` (see `check_field_types`), or one UserError naming `name`."""
+    ok, converted = _convert(hint, value)
+    if not ok:
+        raise UserError(f"{name} must be {_describe(hint)}, not {value!r}")
+    return converted
 
 
 def _is_settings(hint: Any) -> bool:
@@ -89,6 +94,11 @@ def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
             value = (value,)  # one item: `data="round-1"` means ("round-1",)
         items = [_convert(args[0], item) for item in value]
         return all(ok for ok, _ in items), tuple(item for _, item in items)
+    if origin is tuple and args:  # a fixed length: tuple[int, int]
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != len(args):
+            return False, value
+        items = [_convert(arg, item) for arg, item in zip(args, value, strict=True)]
+        return all(ok for ok, _ in items), tuple(item for _, item in items)
     if hint is type(None):
         return value is None, value
     if hint is Path:
@@ -114,8 +124,10 @@ def _describe(hint: Any) -> str:
     if origin is Literal:
         names = [str(a) for a in args]
         return " or ".join(names) if len(names) <= 2 else f"one of {', '.join(names)}"
-    if origin is tuple:
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return f"a list, each {_describe(args[0])}"
+    if origin is tuple:
+        return f"a list of {len(args)}: {', '.join(_describe(arg) for arg in args)}"
     words = {type(None): "None", Path: "a path", str: "a string", bool: "True or False", int: "an integer"}
     return words.get(hint, "a number" if hint is float else getattr(hint, "__name__", str(hint)))
 

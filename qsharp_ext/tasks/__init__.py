@@ -7,9 +7,10 @@ A plain dict of task classes; options go to the class's constructor and unknown 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Sequence
 
-from qsharp_ext.config import parse_key_values
+from qsharp_ext.config import parse_key_values, typed_value
 from qsharp_ext.errors import UserError
 from qsharp_ext.tasks.arithmetic import ArithmeticTask
 from qsharp_ext.tasks.base import Problem, Task
@@ -48,7 +49,10 @@ def make_task(name: str, **options) -> Task:
         raise UserError(
             f"task {name} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(accepted))}"
         )
-    return task_cls(**options)
+    hints = typing.get_type_hints(task_cls.__init__)
+    typed = {key: typed_value(f"task {name}'s option {key}", hints[key], v) if key in hints else v
+             for key, v in options.items()}  # fmt: skip
+    return task_cls(**typed)
 
 
 def build_task(name: str, task_options: Sequence[str] = ()) -> Task:

@@ -47,6 +47,18 @@ def test_an_unknown_task_option_names_the_known_ones():
         build_task("arithmetic", ("colour=red",))
 
 
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [(("n_words=abc",), "first_token's option n_words must be an integer, not 'abc'"),
+     (("n_words=2.5",), "n_words must be an integer, not 2.5"), (("prompt_len=3",), "prompt_len must be a list of 2: an integer, an integer, not 3"),
+     (("prompt_len=[1, 2, 3]",), "prompt_len must be a list of 2")],
+)  # fmt: skip
+def test_a_task_option_of_the_wrong_type_is_one_sentence(items, message):
+    with pytest.raises(UserError, match=message):
+        build_task("first_token", items)
+    assert build_task("first_token", ("n_words=30", "good_fraction=1e-1")).tokenizer()  # an int where a float goes
+
+
 @pytest.mark.parametrize("config_cls", [CollectConfig, EvaluateConfig])
 def test_every_stage_takes_the_pipelines_decoding_settings(config_cls, tmp_path):
     pipeline = PipelineConfig(task="arithmetic", task_options=("high=12",), top_k=7, temperature=0.8, top_p=0.9,
