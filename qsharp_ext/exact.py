@@ -48,7 +48,7 @@ class ExactDemoConfig:
     etas: tuple[float, ...] = (3.0, 1.0, 0.3, 0.1, 0.03)
     """KL-regularization strengths to guide with (one exact Z serves them all)."""
     init_std: float = 0.6
-    """Weight scale of the random π_ref: larger makes π_ref more peaked (and more wrong)."""
+    """Weight scale of the random π_ref, in (0, 1]: larger makes π_ref more peaked (and more wrong)."""
     seed: int = 0
     """Seed of π_ref's weights."""
 
@@ -62,6 +62,8 @@ def check_config(cfg: ExactDemoConfig) -> None:
         raise UserError("vocab_size must be >= 2, horizon >= 1 and modulus >= 1")
     if cfg.vocab_size**cfg.horizon > 2_000_000:
         raise UserError(f"vocab_size ** horizon = {cfg.vocab_size**cfg.horizon} sequences is too many to enumerate")
+    if not 0 < cfg.init_std <= 1:
+        raise UserError(f"init_std must be in (0, 1], got {cfg.init_std}")
     if not cfg.etas:
         raise UserError("etas must hold at least one value")
     for eta in cfg.etas:

@@ -28,6 +28,7 @@ from qsharp_ext.eta import check_etas
 from qsharp_ext.fixed_shapes import FixedSlots, GrowingSlots, model_mask
 from qsharp_ext.guided_policy import GUIDANCE_RULES, GuidanceRule, GuidedPolicy
 from qsharp_ext.kernels import fused_step
+from qsharp_ext.kernels.dispatch import check_backend
 from qsharp_ext.kv_cache import FixedCache, ReservedCache
 from qsharp_ext.loading import stop_token_ids, token_id_list
 from qsharp_ext.prompts import prompt_token_ids
@@ -252,6 +253,7 @@ def guided_generate(
     if value_model is not None:
         check_tokenizer(value_model.head_config, tokenizer, "passed to guided_generate")
     device = ref_model.device
+    check_backend(device)
     if cuda_graphs and (device.type != "cuda" or on_step is not None):
         raise UserError("cuda_graphs needs π_ref on a CUDA device and no on_step hook (replayed steps run no Python)")
     fixed_shapes = fixed_shapes or cuda_graphs

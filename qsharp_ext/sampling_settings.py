@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import GenerationConfig
 
+from qsharp_ext.config import check_field_types
 from qsharp_ext.errors import UserError
 
 
@@ -31,6 +32,7 @@ class Sampling:
     eos_token_id: int | Sequence[int] | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # max_new_tokens=2.5 is refused here, not deep in the cache's allocation
         if not self.temperature > 0:
             raise UserError(f"temperature must be positive, got {self.temperature}")
         if not 0 < self.top_p <= 1:

@@ -8,6 +8,8 @@ from types import ModuleType
 
 import torch
 
+from qsharp_ext.errors import UserError
+
 BACKENDS = ("torch", "cpp", "triton", "cuda")
 BACKEND_ENV = "QSHARP_EXT_BACKEND"
 
@@ -52,3 +54,11 @@ def resolve_backend(device: torch.device, backend: str | None = None) -> str:
     if backend == "cpp" and device.type != "cpu":
         raise RuntimeError("the cpp backend runs on CPU tensors only")
     return backend
+
+
+def check_backend(device: torch.device) -> None:
+    """$QSHARP_EXT_BACKEND checked where a user's call enters, before any model runs: one UserError."""
+    try:
+        resolve_backend(device)
+    except (ValueError, RuntimeError) as err:
+        raise UserError(f"{BACKEND_ENV}={os.environ.get(BACKEND_ENV)}: {err}") from None

@@ -54,6 +54,7 @@ def test_demo_end_to_end_matches_the_exact_optimum(tmp_path):
     [
         (["demo", "--etas", "0"], "etas must be"),
         (["demo", "--config", "missing.yaml"], "does not exist"),
+        (["demo", "--init-std", "1.5"], "init_std must be in (0, 1]"),
         (["nonsense"], "unknown command"),
     ],
 )

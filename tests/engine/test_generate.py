@@ -164,6 +164,8 @@ def test_rows_stop_at_every_end_of_turn_id_the_model_declares(tokenizer):
         (dict(temperature=0.0), "temperature"),
         (dict(max_new_tokens=500), "context"),
         (dict(prompts=[]), "no prompts"),
+        (dict(max_new_tokens=2.5), "max_new_tokens must be an integer, not 2.5"),
+        (dict(num_samples="2"), "num_samples must be an integer"),
     ],
 )
 def test_bad_input_is_a_clear_error(tokenizer, kwargs, message):
@@ -171,6 +173,14 @@ def test_bad_input_is_a_clear_error(tokenizer, kwargs, message):
     args = dict(ref_model=ref, tokenizer=tokenizer, prompts=PROMPTS, value_model=vm) | kwargs
     with pytest.raises(UserError, match=message):
         guided_generate(**args)
+
+
+def test_a_kernel_backend_that_cannot_run_is_refused_before_decoding(tokenizer, monkeypatch):
+    ref, vm = models("llama", tokenizer)
+    for backend, message in (("bogus", "unknown kernel backend 'bogus'"), ("cuda", "the cuda backend needs")):
+        monkeypatch.setenv("QSHARP_EXT_BACKEND", backend)
+        with pytest.raises(UserError, match=f"QSHARP_EXT_BACKEND={backend}: {message}"):
+            guided_generate(ref, tokenizer, PROMPTS, vm, max_new_tokens=2)
 
 
 def test_guided_decoding_needs_a_value_model(tokenizer):

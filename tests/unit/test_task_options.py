@@ -50,7 +50,8 @@ def test_an_unknown_task_option_names_the_known_ones():
 @pytest.mark.parametrize(
     ("items", "message"),
     [(("n_words=abc",), "first_token's option n_words must be an integer, not 'abc'"),
-     (("n_words=2.5",), "n_words must be an integer, not 2.5"), (("prompt_len=3",), "prompt_len must be a list of 2: an integer, an integer, not 3"),
+     (("n_words=2.5",), "n_words must be an integer, not 2.5"),
+     (("prompt_len=3",), "prompt_len must be a list of 2: an integer, an integer, not 3"),
      (("prompt_len=[1, 2, 3]",), "prompt_len must be a list of 2")],
 )  # fmt: skip
 def test_a_task_option_of_the_wrong_type_is_one_sentence(items, message):
