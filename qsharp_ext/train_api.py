@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -76,13 +77,25 @@ class RewardFunctionTask(Task):
             return check_reward(value, self.v_min, self.v_max)
         except UserError:
             raise UserError(
-                f"reward_fn returned {value!r} for {problem.id}, which is not a number in the value head's support "
+                f"reward_fn returned {value!r} for prompt {problem.prompt[:40]!r} ({problem.id}) and completion "
+                f"{completion[:40]!r}, which is not a number in the value head's support "
                 f"[{self.v_min}, {self.v_max}] (a bernoulli head models rewards in [0, 1]; for other rewards pass "
                 "kind='histogram' or 'mean' with v_min and v_max)"
             ) from None
 
     def settings(self) -> dict[str, Any]:
         return {"reward_fn": getattr(self.reward_fn, "__qualname__", type(self.reward_fn).__name__)}
+
+
+def takes_two_arguments(fn: Callable[..., Any]) -> bool:
+    """Whether `fn(prompt, completion)` binds (a callable whose signature cannot be read is given the benefit)."""
+    try:
+        inspect.signature(fn).bind("prompt", "completion")
+    except TypeError:
+        return False
+    except ValueError:  # no signature (some builtins)
+        return True
+    return True
 
 
 def prompt_task(
@@ -103,6 +116,8 @@ def prompt_task(
         return prompts
     if reward_fn is None or not callable(reward_fn):
         raise UserError("reward_fn must be a function reward_fn(prompt, completion) -> float")
+    if not takes_two_arguments(reward_fn):
+        raise UserError("reward_fn must take two arguments, reward_fn(prompt, completion) -> float")
     if hasattr(prompts, "column_names") and not isinstance(prompts, dict):  # a datasets.Dataset
         if prompt_column not in prompts.column_names:
             columns = ", ".join(prompts.column_names)

@@ -172,6 +172,7 @@ def test_a_real_datasets_dataset(task, ref, tok):
         ({"samples_per_prompt": 0}, "samples_per_prompt must be at least 1"),
         ({"rounds": 0}, "rounds must be an integer of at least 1"),
         ({"reward_fn": None}, "reward_fn must be a function"),
+        ({"reward_fn": lambda completion: 1.0}, r"reward_fn must take two arguments"),
         ({"prompts": [[3, 4, 5]]}, "must be text or chat messages"),
         ({"prompts": []}, "no prompts given"),
         ({"prompts": ["hello ="]}, "holds 'hello', which the tokenizer does not know"),
@@ -201,7 +202,10 @@ def test_mistakes_are_one_sentence_before_any_work(task, ref, tok, tmp_path, mon
 
 
 def test_a_reward_outside_the_heads_support_names_the_function_and_the_way_out(task, ref, tok):
-    with pytest.raises(UserError, match=r"reward_fn returned 2\.0 for prompt-0, .* \[0\.0, 1\.0\] .*kind='histogram'"):
+    with pytest.raises(
+        UserError,
+        match=r"reward_fn returned 2\.0 for prompt '.+' \(prompt-0\) and completion .* \[0\.0, 1\.0\] .*kind='histogram'",
+    ):
         train_value_model(ref, tok, prompts(task), lambda prompt, completion: 2.0, **SMALL)
     vm = train_value_model(ref, tok, prompts(task), lambda prompt, completion: float(len(completion) % 3),
                            kind="histogram", v_min=0.0, v_max=2.0, n_atoms=3, **SMALL)  # fmt: skip
