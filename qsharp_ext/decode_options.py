@@ -56,7 +56,7 @@ class DecodeOptions(SamplingOptions):
     """Options of the task's constructor as KEY=VALUE (VALUE read as JSON when it parses, else as text), e.g.
     `--task-options high=20 n_eval=300 'ops=["+", "-"]'`; in YAML, a mapping (`task_options: {high: 20}`)."""
     max_new_tokens: int = 32
-    """Longest completion (roll-outs draw their switch step h uniformly in [0, max_new_tokens - 1])."""
+    """Longest completion, in tokens (collect draws each roll-out's switch step h in [0, max_new_tokens - 1])."""
 
 
 def check_sampling_options(opts: SamplingOptions, max_new_tokens: int) -> None:

@@ -247,7 +247,7 @@ def guided_generate(
     guided = any(e is not None for e in etas)
     _check_args(top_k, ids, vocab)
     if guided and value_model is None:
-        raise UserError("a value model is needed for guided decoding (or pass etas=[None])")
+        raise UserError("a value model is needed for guided decoding (or make every η None: plain π_ref sampling)")
     if guidance not in GUIDANCE_RULES:
         raise UserError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {guidance!r}")
     if value_model is not None:

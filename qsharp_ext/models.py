@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -52,6 +53,7 @@ def prepare_smollm2(out: Path | None = None) -> Path:
         raise UserError(f"out {out} holds other files and no prepared model: give a new or an empty folder")
     gguf = smollm2_gguf_path()
     check_gguf_stack()
+    print(f"converting {gguf.name} into a float32 safetensors folder at {out} (once; about 30 s)", file=sys.stderr)
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -26,8 +26,8 @@ class ScaleOptions:
     num_workers: int | None = None
     """Ray actors; None: one per GPU of the cluster, or one per CPU when it has no GPU (capped at the work units)."""
     vllm: bool = False
-    """Sample π_ref's own tokens (roll-outs after the switch step, the π_ref rows of evaluate) with vLLM;
-    needs the `vllm` extra and a GPU. Guided tokens stay on the torch engine."""
+    """Sample π_ref's own tokens with vLLM (in collect, the roll-outs after the switch step; in evaluate, the π_ref
+    rows); needs the `vllm` extra and a GPU. Guided tokens stay on the torch engine."""
     vllm_gpu_memory_utilization: float = 0.5
     """Share of the GPU's memory vLLM may take (the torch models of the guided part share the GPU)."""
 
