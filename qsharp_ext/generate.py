@@ -35,7 +35,7 @@ from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.sampling_settings import resolve_sampling
 from qsharp_ext.scoring import SharedTrunkScorer, cache_kwarg, candidate_scorer, prefill
 from qsharp_ext.step_graphs import Decoded, captured
-from qsharp_ext.value_model import ValueModel, check_tokenizer
+from qsharp_ext.value_model import ValueModel, check_tokenizer, check_vocabulary
 
 StepHook = Callable[[int, dict], None]
 
@@ -252,6 +252,7 @@ def guided_generate(
         raise UserError(f"guidance must be one of {', '.join(GUIDANCE_RULES)}, got {guidance!r}")
     if value_model is not None:
         check_tokenizer(value_model.head_config, tokenizer, "passed to guided_generate")
+        check_vocabulary(value_model.head_config, ref_model, "passed to guided_generate")
     device = ref_model.device
     check_backend(device)
     if cuda_graphs and (device.type != "cuda" or on_step is not None):

@@ -373,6 +373,8 @@ class ValueModel(nn.Module, ModelHubMixin, library_name="qsharp-ext", tags=["qsh
         head_config = ValueHeadConfig(**json.loads((path / META_FILE).read_text()))
         if tokenizer is not None:
             check_tokenizer(head_config, tokenizer, model_id)
+        if ref_model is not None:
+            check_vocabulary(head_config, ref_model, model_id)
         config = json.loads((path / CONFIG_FILE).read_text()) if (path / CONFIG_FILE).is_file() else {}
         if head_config.shared_layers is not None:
             backbone = shared_backbone(head_config, ref_model, model_id)
@@ -429,6 +431,17 @@ def check_reference_tokenizer(ref_model: PreTrainedModel, tokenizer: PreTrainedT
         raise UserError(
             f"the tokenizer has {len(tokenizer)} tokens but π_ref's vocabulary only {ref_model.config.vocab_size}: "
             "pass π_ref's own tokenizer"
+        )
+
+
+def check_vocabulary(head_config: ValueHeadConfig, ref_model: PreTrainedModel, where: object) -> None:
+    """A value model that records no tokenizer cannot be checked against π_ref's; a vocabulary of another size
+    then means another model's token ids, used silently. One sentence and the way to record the tokenizer."""
+    if head_config.tokenizer_digest is None and head_config.vocab_size != ref_model.config.vocab_size:
+        raise UserError(
+            f"the value model ({where}) records no tokenizer and has a vocabulary of {head_config.vocab_size}, "
+            f"π_ref one of {ref_model.config.vocab_size}: build it with from_reference(ref_model, ..., tokenizer) "
+            "(or save it with save_pretrained(folder, tokenizer)) so that the two can be checked"
         )
 
 

@@ -183,6 +183,18 @@ def test_a_kernel_backend_that_cannot_run_is_refused_before_decoding(tokenizer, 
             guided_generate(ref, tokenizer, PROMPTS, vm, max_new_tokens=2)
 
 
+def test_a_value_model_without_a_tokenizer_and_of_another_vocabulary_is_refused(tokenizer, tmp_path):
+    ref = make_causal_lm("llama", len(tokenizer))
+    other = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer) + 7), 1)  # no tokenizer: no digest
+    with pytest.raises(UserError, match="records no tokenizer and has a vocabulary of"):
+        guided_generate(ref, tokenizer, PROMPTS, other, max_new_tokens=2)
+    other.save_pretrained(tmp_path / "vm")
+    with pytest.raises(UserError, match="records no tokenizer"):
+        ValueModel.from_pretrained(tmp_path / "vm", ref_model=ref)
+    same = ValueModel.from_reference(make_causal_lm("llama", len(tokenizer), seed=1), 1)  # no digest, same size
+    assert guided_generate(ref, tokenizer, PROMPTS, same, max_new_tokens=2).sequences.shape[0] == len(PROMPTS)
+
+
 def test_guided_decoding_needs_a_value_model(tokenizer):
     ref = make_causal_lm("llama", len(tokenizer))
     with pytest.raises(UserError, match="value model is needed"):
