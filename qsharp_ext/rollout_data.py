@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -171,6 +172,26 @@ def check_settings(folder: Path, settings: dict[str, Any]) -> None:
     changed = sorted(k for k in recorded.keys() | settings.keys() if recorded.get(k) != settings.get(k))
     diffs = "; ".join(f"{k}: {recorded.get(k)!r} then, {settings.get(k)!r} now" for k in changed)
     raise UserError(f"the folder {folder} was collected with other settings ({diffs}); use a new folder")
+
+
+def record_tokenizer(folder: Path, digest: str) -> None:
+    """Record the vocabulary digest of the tokenizer that wrote the folder's token ids (kept apart from the
+    settings, so that folders collected before it was recorded still resume)."""
+    manifest = read_manifest(folder)
+    if manifest.get("tokenizer_digest") != digest:
+        manifest["tokenizer_digest"] = digest
+        write_manifest(folder, manifest)
+
+
+def check_tokenizer_of(folders: Sequence[Path], digest: str) -> None:
+    """Refuse data whose token ids another tokenizer wrote (folders that recorded none are taken as they are)."""
+    for folder in folders:
+        recorded = read_manifest(Path(folder)).get("tokenizer_digest")
+        if recorded is not None and recorded != digest:
+            raise UserError(
+                f"the roll-outs in {folder} were collected with another tokenizer than π_ref's (vocabulary digest "
+                f"{recorded} vs {digest}): train with the π_ref that collected them"
+            )
 
 
 def record_settings(folder: Path, settings: dict[str, Any]) -> None:

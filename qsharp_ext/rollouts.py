@@ -31,7 +31,7 @@ from qsharp_ext.errors import UserError
 from qsharp_ext.eta import check_eta
 from qsharp_ext.generate import guided_generate
 from qsharp_ext.io import check_output_folder
-from qsharp_ext.loading import load_reference, load_value_model, stop_token_ids
+from qsharp_ext.loading import load_reference, load_tokenizer, load_value_model, stop_token_ids
 from qsharp_ext.prompts import prompt_token_ids
 from qsharp_ext.rollout_data import (
     Rollout,
@@ -41,6 +41,7 @@ from qsharp_ext.rollout_data import (
     read_manifest,
     read_rollouts,
     record_settings,
+    record_tokenizer,
     shard_name,
     write_shard,
 )
@@ -48,7 +49,7 @@ from qsharp_ext.scale import ray_pool
 from qsharp_ext.scale.options import ScaleOptions, check_scale_options
 from qsharp_ext.scale.vllm_sampler import VllmSampler
 from qsharp_ext.tasks import Problem, Task, build_task
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, tokenizer_digest
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -281,8 +282,10 @@ def run_collect(
         finished = ((index, collector(index)) for index in todo)
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=f"collect round {cfg.round}", unit="shard",
                disable=not progress)  # fmt: skip
+    digest = tokenizer_digest(reference[1] if reference is not None else load_tokenizer(cfg.ref_model))
     for index, rollouts in finished:
         record_settings(out, settings)  # only once the models load: a typo leaves no folder behind
+        record_tokenizer(out, digest)  # train refuses this data for a π_ref of other token ids
         write_shard(out, index, rollouts)  # this process is the manifest's only writer, whatever the backend
         bar.update()
     bar.close()

@@ -54,7 +54,7 @@ from qsharp_ext.loading import (
     load_value_base,
     resolve_dtype,
 )
-from qsharp_ext.rollout_data import Rollout, read_manifest, read_rollouts
+from qsharp_ext.rollout_data import Rollout, check_tokenizer_of, read_manifest, read_rollouts
 from qsharp_ext.scale.data_parallel import DataParallel
 from qsharp_ext.tasks.base import Task
 from qsharp_ext.train_batches import (
@@ -86,7 +86,7 @@ from qsharp_ext.train_checkpoints import (
     save_model,
 )
 from qsharp_ext.train_report import mean_train_loss, training_curve
-from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel
+from qsharp_ext.value_model import HeadInit, HeadKind, Parameterization, ValueModel, tokenizer_digest
 
 Fit = Literal["likelihood", "mse"]
 FutureTargetsSource = Literal["rollout", "task"]
@@ -590,6 +590,7 @@ def run_train(
     dp = DataParallel()  # several processes under `accelerate launch`; else a no-op
     device = dp.device(cfg.device)
     ref_model, tokenizer = layer_source(cfg, reference)
+    check_tokenizer_of(cfg.data, tokenizer_digest(tokenizer))
     groups = prompt_groups(train_set) if cfg.group_by_prompt else None
     model, heads, optimizer, scheduler, step = start_or_resume(
         cfg, tokenizer, ref_model, train_set, groups, digest, device

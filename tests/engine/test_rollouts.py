@@ -10,7 +10,7 @@ from qsharp_ext.rollout_data import MANIFEST, read_manifest, read_rollouts, shar
 from qsharp_ext.rollouts import CollectConfig, run_collect, sample_seed_and_switch, summary_line
 from qsharp_ext.tasks import FirstTokenTask, build_task
 from qsharp_ext.tasks.first_token import make_tiny_reference
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, tokenizer_digest
 
 N_PROMPTS, SAMPLES, PER_SHARD, MAX_NEW = 5, 3, 2, 6  # shards of 2, 2 and 1 prompts
 
@@ -71,6 +71,10 @@ def test_rows_match_the_task_and_the_switch_steps(task, round_one):
         assert r.reward == task.reward(problem, text)
         seed, _ = sample_seed_and_switch(7, 1, r.prompt_id, r.sample_index, MAX_NEW)
         assert r.seed == seed and r.switch == 0  # round 1 rolls in with π_ref itself: every prefix is a target
+
+
+def test_the_manifest_records_the_tokenizer_that_wrote_the_ids(task, round_one):
+    assert read_manifest(round_one.out)["tokenizer_digest"] == tokenizer_digest(task.tokenizer())
 
 
 def test_summary_line(round_one):

@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 
 from qsharp_ext import finished_runs, train_batches, train_checkpoints, training
 from qsharp_ext.errors import UserError
-from qsharp_ext.rollout_data import Rollout, write_shard
+from qsharp_ext.rollout_data import Rollout, record_tokenizer, write_shard
 from qsharp_ext.tasks.base import Task
 from qsharp_ext.train_batches import collate, target_positions, target_prefixes
 from qsharp_ext.train_report import summary_line
 from qsharp_ext.training import TrainConfig, batch_loss, run_train
-from qsharp_ext.value_model import ValueModel
+from qsharp_ext.value_model import ValueModel, tokenizer_digest
 from tests.engine.conftest import make_causal_lm, make_tokenizer
 
 # The synthetic task: reward 1 iff the first completion token is one of GOOD; every other token is NEUTRAL.
@@ -334,6 +334,16 @@ def test_bad_inputs_are_one_clear_sentence(tmp_path, ref_folder, data_folder):
     write_shard(tmp_path / "bad", 0, rollouts)
     with pytest.raises(UserError, match=r"reward 1\.5 of prompt 'p1' sample 1 .* outside .*\[0\.0, 1\.0\]"):
         run_train(config(tmp_path, ref_folder, tmp_path / "bad"), progress=False)
+
+
+def test_data_collected_with_another_tokenizer_is_refused(tmp_path, ref_folder):
+    folder = tmp_path / "data"
+    write_shard(folder, 0, synthetic_rollouts(8, 2))
+    record_tokenizer(folder, "0123456789abcdef")  # what collect records: here another vocabulary's digest
+    with pytest.raises(UserError, match=r"collected with another tokenizer than π_ref's .*0123456789abcdef"):
+        run_train(config(tmp_path, ref_folder, folder, steps=2), progress=False)
+    record_tokenizer(folder, tokenizer_digest(make_tokenizer()))  # π_ref's own: it trains
+    assert run_train(config(tmp_path, ref_folder, folder, steps=2, eval_every=1, save_every=1), progress=False)
 
 
 def test_resuming_under_another_config_is_refused(tmp_path, ref_folder, data_folder):
