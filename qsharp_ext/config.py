@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import tyro
 import yaml
 
 from qsharp_ext.errors import UserError
@@ -222,6 +221,8 @@ def parse_key_values(items: Sequence[str], what: str) -> dict[str, Any]:
 
 def parse_config(config_cls: type[C], argv: list[str], prog: str, description: str) -> C:
     """Build `config_cls` from an optional `--config` YAML file plus command-line overrides."""
+    import tyro  # here, not at the top: the engine's type checks (sampling settings) run where tyro is absent
+
     path, rest = split_config_flag(argv)
     file_args = fields_to_flags(load_yaml_fields(path, config_cls), config_cls) if path else []
     description += "\n\nAll fields can also be set from a YAML file with --config FILE.yaml; flags override it."

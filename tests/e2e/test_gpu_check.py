@@ -136,3 +136,14 @@ def test_gpu_commands_build_for_this_gpus_architecture(gpu_check, monkeypatch, t
     commands, _, _ = gpu_check.part_commands("kernel-tests", args, "python3", tmp_path)
     pytest = ["python3", "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider"]
     assert commands == [[*pytest, "tests/kernels", "tests/engine/test_fixed_shapes.py"]]
+
+
+def test_the_benches_it_runs_import_without_tyro():
+    """The GPU machine runs this checkout from source with whatever Python it has: the engine and the two bench
+    modules gpu_check imports must not need tyro (only their own command lines do)."""
+    code = (
+        "import sys; sys.modules['tyro'] = None; sys.path.insert(0, 'bench'); "
+        "import decode_speed, fused_step_speed, qsharp_ext.generate, qsharp_ext.guidance"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
