@@ -152,16 +152,17 @@ def collect_shard(
     cfg: CollectConfig,
     task: Task,
     problems: list[Problem],
+    prompt_ids: list[list[int]],
     ref: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     value_model: ValueModel | None,
     sampler: VllmSampler | None = None,
 ) -> list[Rollout]:
-    """Roll out `samples_per_prompt` samples of each problem in one batch; rows are prompt-major.
+    """Roll out `samples_per_prompt` samples of each problem (its prompt's ids in `prompt_ids`) in one batch; rows
+    are prompt-major.
 
     With a vLLM `sampler`, the torch engine writes the guided roll-in only and vLLM the π_ref roll-out.
     """
-    prompt_ids = prompt_token_ids(tokenizer, [p.prompt for p in problems])
     draws = [
         sample_seed_and_switch(cfg.seed, cfg.round, p.id, s, cfg.max_new_tokens)
         for p in problems
@@ -230,7 +231,8 @@ class ShardCollector:
     ) -> None:
         self.cfg, self.task, self.shards = cfg, task, shards
         self.ref, self.tokenizer = reference or load_reference(cfg.ref_model, cfg.device, cfg.dtype)
-        prompt_token_ids(self.tokenizer, [p.prompt for shard in shards for p in shard])  # refused before any shard
+        # every shard's prompts tokenized (and unknown words refused) before any shard runs
+        self.prompt_ids = [prompt_token_ids(self.tokenizer, [p.prompt for p in shard]) for shard in shards]
         self.value_model = None  # a shared-trunk value model reads π_ref's layers: it loads with π_ref
         if cfg.value_model:
             self.value_model = load_value_model(cfg.value_model, self.tokenizer, cfg.device, cfg.dtype, self.ref)
@@ -238,7 +240,8 @@ class ShardCollector:
 
     def __call__(self, index: int) -> list[Rollout]:
         shard = self.shards[index]
-        return collect_shard(self.cfg, self.task, shard, self.ref, self.tokenizer, self.value_model, self.sampler)
+        return collect_shard(self.cfg, self.task, shard, self.prompt_ids[index], self.ref, self.tokenizer,
+                             self.value_model, self.sampler)  # fmt: skip
 
 
 def _training_problems(cfg: CollectConfig, task: Task) -> list[Problem]:
@@ -277,12 +280,14 @@ def run_collect(
         return out
     if cfg.backend == "ray":
         finished = ray_pool.map_units(functools.partial(ShardCollector, cfg, task, shards), todo, cfg, cfg.device)
+        tokenizer = load_tokenizer(cfg.ref_model)  # the actors hold theirs
     else:
         collector = ShardCollector(cfg, task, shards, reference)
         finished = ((index, collector(index)) for index in todo)
+        tokenizer = collector.tokenizer
+    digest = tokenizer_digest(tokenizer)
     bar = tqdm(total=len(shards), initial=len(shards) - len(todo), desc=f"collect round {cfg.round}", unit="shard",
                disable=not progress)  # fmt: skip
-    digest = tokenizer_digest(reference[1] if reference is not None else load_tokenizer(cfg.ref_model))
     for index, rollouts in finished:
         record_settings(out, settings)  # only once the models load: a typo leaves no folder behind
         record_tokenizer(out, digest)  # train refuses this data for a π_ref of other token ids
