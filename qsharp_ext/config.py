@@ -7,9 +7,12 @@ flag overrides the file, and `--help` documents every field from its docstring.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Sequence
@@ -158,6 +161,25 @@ def _check_known(path: Path, fields: dict[str, Any], config_cls: type, prefix: s
             if not isinstance(value, dict):
                 raise UserError(f"config file {path}: {prefix}{name} must be a mapping of its fields")
             _check_known(path, value, hints[name], f"{prefix}{name}.")
+        elif not _fits_as_flag(hints[name], value):
+            raise UserError(f"config file {path}: {prefix}{name} must be {_describe(hints[name])}, not {value!r}")
+
+
+def _fits_as_flag(hint: Any, value: Any) -> bool:
+    """Whether a scalar YAML value, once written as a flag, is one tyro will parse. Checked here so that the error
+    names the file and the field; lists, mappings and anything in doubt pass and are left to tyro. YAML reads
+    `1e-4` as text and tyro parses a number from text, so a string also fits as the number it spells, and a
+    number fits a text field."""
+    if isinstance(value, list | tuple | dict):
+        return True
+    spellings = [value]
+    if isinstance(value, str):
+        for parse in (int, float):
+            with contextlib.suppress(ValueError):
+                spellings.append(parse(value))
+    elif isinstance(value, int | float):
+        spellings.append(str(value))
+    return any(_convert(hint, spelling)[0] for spelling in spellings)
 
 
 def split_config_flag(argv: list[str]) -> tuple[Path | None, list[str]]:
@@ -226,7 +248,31 @@ def parse_config(config_cls: type[C], argv: list[str], prog: str, description: s
     path, rest = split_config_flag(argv)
     file_args = fields_to_flags(load_yaml_fields(path, config_cls), config_cls) if path else []
     description += "\n\nAll fields can also be set from a YAML file with --config FILE.yaml; flags override it."
+    _dedent_field_docstrings(tyro)
     return tyro.cli(config_cls, args=file_args + rest, prog=prog, description=description)
+
+
+_SOFT_BREAK = re.compile(r"(?<!\n)\n(?!\n|[-*] )")  # a line break inside a paragraph, not before a list item
+
+
+def _dedent_field_docstrings(tyro: types.ModuleType) -> None:
+    """Make `--help` rewrap multi-line field docstrings as one paragraph.
+
+    Why: tyro joins a docstring's lines unless the next one starts with a non-letter, and it gets them from
+    docstring_parser still indented, so every line break of a field's docstring stayed in `--help` (sentences
+    broken mid-line). Here each paragraph's lines are joined before tyro sees them, except before a list item
+    (`- `, `* `); a blank line still separates paragraphs. tyro reads them through a private function: if it
+    moves, this does nothing, and tests/unit/test_config_types.py says so.
+    """
+    reader = getattr(getattr(tyro, "_docstrings", None), "parse_docstring_from_object", None)
+    if reader is None or getattr(reader, "dedents", False):
+        return
+
+    def dedented(obj: object) -> dict[str, str]:
+        return {name: _SOFT_BREAK.sub(" ", inspect.cleandoc(text)) for name, text in reader(obj).items()}
+
+    dedented.dedents = True  # type: ignore[attr-defined]
+    tyro._docstrings.parse_docstring_from_object = dedented
 
 
 def base_fields(opts: Any, base: type) -> dict[str, Any]:

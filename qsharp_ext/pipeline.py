@@ -29,7 +29,7 @@ import torch
 
 from qsharp_ext import evaluation, rollouts, train_report, training
 from qsharp_ext.config import base_fields, check_field_types
-from qsharp_ext.decode_options import DecodeOptions, decode_fields
+from qsharp_ext.decode_options import DecodeOptions, check_sampling_options, decode_fields
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, EvaluateSettings, run_evaluate, summary_line
 from qsharp_ext.io import check_output_folder, record_run_settings, write_folder
@@ -167,6 +167,7 @@ def check_config(cfg: PipelineConfig, task: Task) -> None:
     if cfg.rounds < 1:
         raise UserError(f"rounds must be at least 1, got {cfg.rounds}")
     check_scale_options(cfg)
+    check_sampling_options(cfg, cfg.max_new_tokens)  # shared by every stage: an error here names no stage
     stages = [("collect", rollouts.check_config, collect_config(cfg, cfg.ref_model, 1))]
     if cfg.cd_from_qsharp and not cfg.train_cd:
         raise UserError("cd_from_qsharp evaluates CD with Q♯'s value model; it needs train_cd (the CD baseline) on")

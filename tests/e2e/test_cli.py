@@ -74,8 +74,17 @@ def test_yaml_config_with_flag_override(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-@pytest.mark.parametrize(("text", "message"), [("horizon: [1\n", "not valid YAML"), ("colour: red\n", "unknown field")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("horizon: [1\n", "not valid YAML"),
+        ("colour: red\n", "unknown field"),
+        ("horizon: two\n", "c.yaml: horizon must be an integer, not 'two'"),
+        ("horizon: 2.5\n", "c.yaml: horizon must be an integer, not 2.5"),
+    ],
+)
 def test_bad_yaml_is_one_clear_sentence(tmp_path, text, message):
+    """Each names the file; a value of the wrong type also names its field (not tyro's flag)."""
     config = tmp_path / "c.yaml"
     config.write_text(text)
     result = run_cli("demo", "--config", str(config))

@@ -173,8 +173,9 @@ def test_task_targets_on_a_task_without_them_are_refused_before_any_work(tmp_pat
         (["--evaluate.prompts-per-batch", "0"], "evaluate stage: prompts_per_batch must be at least 1"),
         (["--collect.eta", "0"], "collect stage: eta must be positive and finite"),
         (["--collect.prompts-per-shard", "0"], "collect stage: prompts_per_shard must be at least 1"),
-        (["--temperature", "0"], "collect stage: temperature must be positive"),
-        (["--top-p", "1.5"], "collect stage: top_p must be in"),
+        (["--temperature", "0"], "^temperature must be positive"),  # shared by every stage: no stage named
+        (["--top-p", "1.5"], "^top_p must be in"),
+        (["--top-k", "0"], "^top_k must be at least 1"),
         (["--collect.max-prompts", "0"], "collect stage: max_prompts must be at least 1"),
         (["--train.lr", "0"], "train stage: lr must be positive"),
     ],

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from qsharp_ext.cli import _commands, main
-from qsharp_ext.config import check_field_types
+from qsharp_ext.config import check_field_types, load_yaml_fields, parse_config
 from qsharp_ext.decode_options import TaskName
 from qsharp_ext.errors import UserError
 from qsharp_ext.evaluation import EvaluateConfig, EvaluateSettings
@@ -127,3 +127,28 @@ def test_help_says_what_the_surprising_defaults_mean(capsys, monkeypatch):
     collect = help_text("collect", capsys, monkeypatch)
     assert "Not a truncation as in `model.generate`" in collect  # top_k: candidates scored
     assert "the same seed draws the same samples in every run" in collect
+
+
+def test_yaml_values_that_tyro_reads_pass_the_files_own_check(tmp_path):
+    """YAML reads `1e-4` as text and tyro parses a number from it, so the file's early type check must let it
+    through (as it does a number for a text field, and lists, which tyro checks item by item)."""
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1e-4\nsteps: 3\nout: 7\ndata: [a, b]\nref_model: ref\n")
+    cfg = parse_config(TrainConfig, ["--config", str(config)], prog="train", description="")
+    assert (cfg.lr, cfg.steps, cfg.out, cfg.data) == (1e-4, 3, Path("7"), (Path("a"), Path("b")))
+    config.write_text("lr: fast\nref_model: ref\n")
+    with pytest.raises(UserError, match=r"train\.yaml: lr must be a number, not 'fast'"):
+        load_yaml_fields(config, TrainConfig)
+
+
+def test_help_rewraps_multi_line_field_docstrings(capsys, monkeypatch):
+    """A field's docstring spans several source lines; on a terminal wide enough, its help is one line (tyro
+    alone kept every source line break, which broke sentences mid-line)."""
+    monkeypatch.setenv("COLUMNS", "2000")
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    top_k = next(line for line in lines if "--top-k" in line)
+    assert "Not a truncation" in top_k and "can still be drawn" in top_k
+    etas = lines[next(i for i, line in enumerate(lines) if "--etas" in line) + 1]
+    assert "(`None` on the command line, `null` in YAML)" in etas  # a source line starting with ` is joined too
